@@ -1,0 +1,1 @@
+"""Rollwise: progressive delivery controller for KServe InferenceServices."""
