@@ -1,0 +1,61 @@
+# The two commands of the README: `make demo` and `make test`. Each installs what it
+# needs: a virtualenv in .venv, Debian's prometheus package, and (once, cached in
+# ~/.cache/rollwise) kube-apiserver and etcd built from the upstream Go modules.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: all demo test lint unit e2e venv system-deps control-plane schema clean
+
+all: test
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	@touch $@
+
+venv: $(STAMP)
+
+# Debian's prometheus package: installed when missing and we are root, else say what to do.
+system-deps:
+	@if ! command -v prometheus >/dev/null 2>&1 && [ ! -x /usr/bin/prometheus ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "Installing Debian's prometheus package (apt-get)..."; \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus; \
+	  else \
+	    echo "Prometheus is missing: run 'sudo apt-get install prometheus' and try again." >&2; \
+	    exit 1; \
+	  fi; \
+	fi
+
+# kube-apiserver, etcd and kubectl, built once from upstream and cached outside the checkout.
+control-plane: $(STAMP)
+	$(BIN)/python -m simulations.kube.build
+
+lint: $(STAMP)
+	$(BIN)/ruff check controller simulations tests
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+unit: $(STAMP)
+	$(BIN)/pytest -m "not e2e" $(PYTEST_ARGS)
+
+e2e: $(STAMP) system-deps control-plane
+	$(BIN)/pytest -m e2e $(PYTEST_ARGS)
+
+test: $(STAMP) system-deps control-plane lint
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+schema: $(STAMP)
+	$(BIN)/rollwise policy schema > policies/rolloutpolicy.schema.json
+
+demo: $(STAMP)
+	$(BIN)/rollwise policy validate policies
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,632 @@
+"""The rollout policy language, ``rollwise.io/v1alpha1`` ``RolloutPolicy``, as pydantic models.
+
+Pure: no I/O (reference histograms given by file are read by ``loader``).
+SREs write these in YAML; the controller reads them. Field names in YAML are
+camelCase (the aliases below). Every model forbids unknown fields and does not
+coerce types, so a typo or a quoted number is an error, never a silent default.
+Defaults are the safe choice and are documented in each field's description,
+which also ends up in the published JSON Schema.
+
+Semantic checks that span fields raise :class:`FieldIssue`, which carries the
+path of the offending field relative to the model, so that the loader can
+point at the exact line and column.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import string
+from datetime import timedelta
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+from controller.policy.durations import Duration, PositiveDuration
+
+API_VERSION = "rollwise.io/v1alpha1"
+KIND = "RolloutPolicy"
+
+
+class FieldIssue(ValueError):
+    """A validation problem located at ``path`` below the model that raised it."""
+
+    def __init__(self, message: str, *path: str | int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.path: tuple[str | int, ...] = path
+
+
+class _Model(BaseModel):
+    """Base for every policy model: strict types, unknown fields rejected, camelCase in YAML."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        frozen=True,
+        alias_generator=to_camel,
+        populate_by_name=True,
+    )
+
+
+# --- names and identifiers -------------------------------------------------------------
+
+_DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+Name = Annotated[str, Field(pattern=_DNS_LABEL, description="A lowercase DNS label (a-z, 0-9, -).")]
+
+SlackUserId = Annotated[str, Field(pattern=r"^[UW][A-Z0-9]{2,}$")]
+SlackUserGroupId = Annotated[str, Field(pattern=r"^S[A-Z0-9]{2,}$")]
+SlackChannel = Annotated[
+    str,
+    Field(
+        pattern=r"^(#[a-z0-9][a-z0-9._-]{0,79}|[CG][A-Z0-9]{2,})$",
+        description="A channel name like #ml-rollouts or a channel ID like C0123ABCD.",
+    ),
+]
+Fraction = Annotated[float, Field(gt=0, lt=1)]
+
+
+# --- PromQL templates ------------------------------------------------------------------
+
+PLACEHOLDERS = {
+    "namespace": "the InferenceService's namespace (a label value)",
+    "service": "the InferenceService's name (a label value)",
+    "revision": "a regular expression matching the revisions under analysis; use it with =~",
+    "window": "a PromQL range: the time since the current step started, e.g. 300s",
+}
+
+
+def _check_template(text: str) -> str:
+    """A PromQL template uses only known ``${placeholders}`` and matches revisions with ``=~``."""
+    if not text.strip():
+        raise ValueError("a PromQL template must not be empty")
+    template = string.Template(text)
+    if not template.is_valid():
+        raise ValueError(
+            "invalid placeholder in PromQL template: write ${name} "
+            f"(one of {', '.join(sorted(PLACEHOLDERS))}) and $$ for a literal $"
+        )
+    unknown = sorted(set(template.get_identifiers()) - PLACEHOLDERS.keys())
+    if unknown:
+        raise ValueError(
+            f"unknown placeholder ${{{unknown[0]}}} in PromQL template; "
+            f"known: {', '.join('${' + p + '}' for p in sorted(PLACEHOLDERS))}"
+        )
+    if not re.search(r'=~\s*"\$(\{revision\}|revision\b)"', text):
+        raise ValueError(
+            'a PromQL template must select revisions with a regex matcher, e.g. '
+            'revision_name=~"${revision}", so that one query serves every rollout'
+        )
+    return text
+
+
+PromQLTemplate = Annotated[
+    str,
+    AfterValidator(_check_template),
+    Field(
+        description=(
+            "A PromQL selector of cumulative series (counters or histogram buckets) with "
+            "placeholders ${namespace}, ${service}, ${revision} (regex, use with =~) and ${window}."
+        )
+    ),
+]
+
+ProviderPreset = Literal["knative-queue-proxy", "knative-otel", "kserve-model-server", "istio"]
+"""Where the request metrics come from.
+
+``knative-queue-proxy``: Knative Serving up to 1.18 (``revision_app_request_*``);
+``knative-otel``: Knative Serving 1.19 and later (``kn_serving_invocation_duration_seconds``);
+``kserve-model-server``: the KServe Python model server (``request_predict_seconds``);
+``istio``: the Istio sidecar (``istio_requests_total``).
+"""
+
+
+class RatioQuery(_Model):
+    """Custom PromQL for a ratio check: errors / total, both cumulative counters."""
+
+    errors: PromQLTemplate
+    total: PromQLTemplate
+    revision_label: Name | str = Field(
+        "revision_name", description="The label that carries the revision name in both series."
+    )
+
+
+class HistogramQuery(_Model):
+    """Custom PromQL for a histogram: the ``_bucket`` series with their ``le`` label."""
+
+    buckets: PromQLTemplate
+    revision_label: str = Field(
+        "revision_name", description="The label that carries the revision name."
+    )
+    unit: Literal["seconds", "milliseconds", "none"] = Field(
+        "seconds", description="The unit of the bucket bounds (for latency checks)."
+    )
+
+
+# --- analysis checks -------------------------------------------------------------------
+
+Tolerance = Annotated[
+    float,
+    Field(
+        ge=0,
+        le=10,
+        description=(
+            "Relative non-inferiority margin: the canary fails only if it is worse than the "
+            "stable revision by more than this share (0.2 = 20% worse). Default 0.2."
+        ),
+    ),
+]
+
+
+class _CheckBase(_Model):
+    name: Name = Field(description="A unique name for this check; it appears in every verdict.")
+    tolerance: Tolerance = 0.2
+    provider: ProviderPreset | None = Field(
+        None, description="Override the analysis provider preset for this check."
+    )
+
+
+class RatioCheck(_CheckBase):
+    """Error rate = errors / requests of the canary, against the stable revision's."""
+
+    kind: Literal["ratio"]
+    max_rate: Fraction | None = Field(
+        None, description="Absolute SLO guard: the canary's error rate must stay below this."
+    )
+    query: RatioQuery | None = Field(None, description="Custom PromQL instead of the preset.")
+
+
+class LatencyCheck(_CheckBase):
+    """Latency from a Prometheus histogram: a quantile, or the share above a threshold.
+
+    Give exactly one of ``quantile`` and ``threshold``.
+    """
+
+    kind: Literal["latency"]
+    quantile: Fraction | None = Field(
+        None, description="Compare this quantile, e.g. 0.99 (the tail beyond it)."
+    )
+    threshold: PositiveDuration | None = Field(
+        None, description="Compare the share of requests slower than this, e.g. 500ms."
+    )
+    max_latency: PositiveDuration | None = Field(
+        None, description="Absolute SLO guard for quantile mode: the canary's quantile below this."
+    )
+    max_share_above: Fraction | None = Field(
+        None,
+        description="Absolute SLO guard for threshold mode: share of canary requests above it.",
+    )
+    query: HistogramQuery | None = Field(None, description="Custom PromQL instead of the preset.")
+
+    @model_validator(mode="after")
+    def _one_mode(self) -> LatencyCheck:
+        if (self.quantile is None) == (self.threshold is None):
+            raise FieldIssue("give exactly one of quantile (e.g. 0.99) or threshold (e.g. 500ms)")
+        if self.quantile is not None and self.max_share_above is not None:
+            raise FieldIssue("maxShareAbove applies to threshold mode; use maxLatency",
+                             "maxShareAbove")
+        if self.threshold is not None and self.max_latency is not None:
+            raise FieldIssue("maxLatency applies to quantile mode; use maxShareAbove", "maxLatency")
+        return self
+
+
+class Histogram(_Model):
+    """A histogram as Prometheus buckets: upper bounds (``le``) and the count in each bucket.
+
+    ``counts`` has one more entry than ``bounds``: the last is the +Inf bucket.
+    Counts are per bucket, not cumulative.
+    """
+
+    bounds: list[float] = Field(min_length=1, description="Bucket upper bounds, increasing.")
+    counts: list[float] = Field(description="Observations per bucket; last is the +Inf bucket.")
+
+    @field_validator("bounds")
+    @classmethod
+    def _increasing(cls, bounds: list[float]) -> list[float]:
+        for i, (low, high) in enumerate(itertools.pairwise(bounds)):
+            if not high > low:
+                raise FieldIssue(f"bounds must be strictly increasing ({high} after {low})", i + 1)
+        for i, bound in enumerate(bounds):
+            if bound != bound or bound in (float("inf"), float("-inf")):
+                raise FieldIssue("bounds must be finite numbers (+Inf is implicit)", i)
+        return bounds
+
+    @field_validator("counts")
+    @classmethod
+    def _non_negative(cls, counts: list[float]) -> list[float]:
+        for i, count in enumerate(counts):
+            if not count >= 0 or count == float("inf"):
+                raise FieldIssue(f"counts must be finite and non-negative, got {count}", i)
+        return counts
+
+    @model_validator(mode="after")
+    def _shape(self) -> Histogram:
+        if len(self.counts) != len(self.bounds) + 1:
+            raise FieldIssue(
+                f"counts needs {len(self.bounds) + 1} entries (one per bound plus +Inf), "
+                f"got {len(self.counts)}",
+                "counts",
+            )
+        if sum(self.counts) <= 0:
+            raise FieldIssue("counts must not all be zero", "counts")
+        return self
+
+
+class Reference(_Model):
+    """What a distribution check compares the canary against."""
+
+    source: Literal["stable", "training"] = Field(
+        "stable",
+        description="stable: the stable revision's live histogram; training: a fixed histogram.",
+    )
+    histogram: Histogram | None = Field(None, description="The training histogram, inline.")
+    file: str | None = Field(
+        None,
+        min_length=1,
+        description="A YAML or JSON file with bounds and counts, relative to the policy file.",
+    )
+
+    @model_validator(mode="after")
+    def _source_fields(self) -> Reference:
+        if self.source == "stable" and (self.histogram is not None or self.file is not None):
+            field = "histogram" if self.histogram is not None else "file"
+            raise FieldIssue("a stable reference takes no histogram or file; "
+                             "set source: training", field)
+        if self.source == "training" and (self.histogram is None) == (self.file is None):
+            raise FieldIssue("a training reference needs exactly one of histogram or file")
+        return self
+
+
+DEFAULT_DRIFT_THRESHOLDS = {"psi": 0.2, "jensenShannon": 0.1}
+
+
+class DistributionCheck(_CheckBase):
+    """Drift of a prediction or feature histogram (PSI or Jensen-Shannon distance)."""
+
+    kind: Literal["distribution"]
+    method: Literal["psi", "jensenShannon"] = Field(
+        "psi", description="psi: population stability index; jensenShannon: JS distance (base 2)."
+    )
+    threshold: float | None = Field(
+        None,
+        gt=0,
+        description="Drift above this fails, once significant. Default: 0.2 for psi, 0.1 for JS.",
+    )
+    metric: str = Field(
+        "kserve_model_prediction",
+        pattern=r"^[a-zA-Z_:][a-zA-Z0-9_:]*$",
+        description="The Prometheus histogram (without _bucket) of predictions or a feature.",
+    )
+    reference: Reference = Field(default_factory=Reference)
+    query: HistogramQuery | None = Field(None, description="Custom PromQL instead of the metric.")
+
+    @property
+    def effective_threshold(self) -> float:
+        return self.threshold if self.threshold is not None else DEFAULT_DRIFT_THRESHOLDS[
+            self.method]
+
+    @model_validator(mode="after")
+    def _js_range(self) -> DistributionCheck:
+        if self.method == "jensenShannon" and self.threshold is not None and self.threshold > 1:
+            raise FieldIssue("the Jensen-Shannon distance is at most 1", "threshold")
+        return self
+
+
+Check = Annotated[RatioCheck | LatencyCheck | DistributionCheck, Field(discriminator="kind")]
+
+# Which check kinds each preset can serve without a custom query.
+PRESET_KINDS: dict[str, frozenset[str]] = {
+    "knative-queue-proxy": frozenset({"ratio", "latency"}),
+    "knative-otel": frozenset({"ratio", "latency"}),
+    "kserve-model-server": frozenset({"latency"}),
+    "istio": frozenset({"ratio", "latency"}),
+}
+
+
+class Analysis(_Model):
+    """How the canary is judged against the stable revision."""
+
+    interval: PositiveDuration = Field(
+        timedelta(minutes=1), description="How often the analysis runs. Default 1m."
+    )
+    alpha: float = Field(
+        0.05,
+        gt=0,
+        le=0.5,
+        description=(
+            "False-rollback budget for the whole rollout: the chance that a canary that is no "
+            "worse than the stable revision gets rolled back, across all checks and all looks."
+        ),
+    )
+    provider: ProviderPreset = Field(
+        "knative-queue-proxy", description="Where request metrics come from (see the presets)."
+    )
+    checks: list[Check] = Field(min_length=1, description="The metric checks; at least one.")
+
+    @model_validator(mode="after")
+    def _checks_consistent(self) -> Analysis:
+        seen: dict[str, int] = {}
+        for i, check in enumerate(self.checks):
+            if check.name in seen:
+                raise FieldIssue(
+                    f"duplicate check name {check.name!r} (also checks[{seen[check.name]}])",
+                    "checks", i, "name",
+                )
+            seen[check.name] = i
+            preset = check.provider or self.provider
+            if check.kind != "distribution" and check.query is None and (
+                check.kind not in PRESET_KINDS[preset]
+            ):
+                raise FieldIssue(
+                    f"provider {preset!r} has no {check.kind} metrics; give a custom query",
+                    "checks", i, "kind",
+                )
+        return self
+
+
+# --- steps, pauses, approvals ------------------------------------------------------------
+
+
+class Approval(_Model):
+    """A human must approve before the rollout moves on (in Slack or with `rollwise approve`)."""
+
+    timeout: PositiveDuration = Field(
+        timedelta(hours=24), description="How long to wait for an approval. Default 24h."
+    )
+    on_timeout: Literal["rollback", "remind"] = Field(
+        "rollback",
+        description=(
+            "rollback: go back to the stable revision when nobody approved in time (default); "
+            "remind: stay paused and remind every remindEvery."
+        ),
+    )
+    remind_every: PositiveDuration = Field(
+        timedelta(hours=1), description="How often to remind while waiting. Default 1h."
+    )
+
+
+class Pause(_Model):
+    """Hold at this step's weight after its analysis passed: for a duration, or for approval."""
+
+    duration: PositiveDuration | None = None
+    approval: Approval | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Pause:
+        if (self.duration is None) == (self.approval is None):
+            raise FieldIssue("a pause needs exactly one of duration or approval")
+        return self
+
+
+class Step(_Model):
+    """One canary weight. The rollout moves on when the step's analysis passed, it has run
+    for at least ``minDuration`` and the canary served at least ``minRequests``."""
+
+    weight: int = Field(ge=1, le=100, description="Canary traffic in percent (1-100).")
+    min_duration: Duration | None = Field(
+        None, description="Least time at this weight. Default: stepDefaults.minDuration."
+    )
+    min_requests: int | None = Field(
+        None, ge=0, description="Least canary requests at this weight. Default: stepDefaults."
+    )
+    pause: Pause | None = Field(
+        None,
+        description="Hold at this weight after the step passed, before the next weight.",
+    )
+
+
+class StepDefaults(_Model):
+    """Defaults for every step that does not set its own."""
+
+    min_duration: Duration = Field(timedelta(minutes=5), description="Default 5m.")
+    min_requests: int = Field(200, ge=0, description="Default 200 canary requests.")
+
+
+# --- what to do when things go wrong -----------------------------------------------------
+
+
+class OnFailure(_Model):
+    """A failed analysis always rolls back; no rollback waits for a human."""
+
+    action: Literal["rollback"] = "rollback"
+    restore_previous_spec: bool = Field(
+        False,
+        description=(
+            "Also restore the last good predictor spec (for teams without GitOps). Default: "
+            "leave the spec for the next deploy, as GitOps tools own it."
+        ),
+    )
+
+
+class OnInconclusive(_Model):
+    """A step that has not passed by its deadline is inconclusive."""
+
+    deadline: PositiveDuration = Field(
+        timedelta(minutes=30), description="How long one step may go without a verdict."
+    )
+    action: Literal["pause", "rollback"] = Field(
+        "pause", description="pause: wait for a human (default); rollback: roll back."
+    )
+
+
+class OnMissingData(_Model):
+    """Missing, stale or failed metrics never count as healthy: the step holds. After
+    ``after`` without data, ``action`` applies."""
+
+    after: PositiveDuration = Field(timedelta(minutes=5), description="Grace period. Default 5m.")
+    action: Literal["pause", "rollback"] = Field(
+        "pause", description="pause: wait for a human (default); rollback: roll back."
+    )
+
+
+# --- gates and notifications ---------------------------------------------------------------
+
+
+class MetricThreshold(_Model):
+    """A bound on one evaluation metric recorded by the training pipeline."""
+
+    name: str = Field(min_length=1, description="The metric's name as the pipeline logged it.")
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _bounds(self) -> MetricThreshold:
+        if self.min is None and self.max is None:
+            raise FieldIssue("give min, max or both")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise FieldIssue(f"min {self.min} is above max {self.max}", "min")
+        return self
+
+
+class PreRolloutGate(_Model):
+    """Checks on the model's recorded evaluation before any traffic moves."""
+
+    require_evaluation: bool = Field(
+        True, description="Block models without a recorded evaluation. Default true."
+    )
+    metrics: list[MetricThreshold] = Field(default_factory=list)
+
+    @field_validator("metrics")
+    @classmethod
+    def _unique(cls, metrics: list[MetricThreshold]) -> list[MetricThreshold]:
+        names: set[str] = set()
+        for i, metric in enumerate(metrics):
+            if metric.name in names:
+                raise FieldIssue(f"duplicate metric {metric.name!r}", i, "name")
+            names.add(metric.name)
+        return metrics
+
+
+class Gates(_Model):
+    pre_rollout: PreRolloutGate | None = None
+
+
+NotificationEvent = Literal[
+    "started", "stepAdvanced", "paused", "approvalRequested", "approved", "resumed",
+    "promoted", "rolledBack", "aborted", "blocked", "analysisDegraded",
+]
+ALL_EVENTS: tuple[NotificationEvent, ...] = (
+    "started", "stepAdvanced", "paused", "approvalRequested", "approved", "resumed",
+    "promoted", "rolledBack", "aborted", "blocked", "analysisDegraded",
+)
+
+
+class SlackNotifications(_Model):
+    channel: SlackChannel
+    events: list[NotificationEvent] = Field(
+        default_factory=lambda: list(ALL_EVENTS), description="Which events to post. Default all."
+    )
+
+    @field_validator("events")
+    @classmethod
+    def _unique(cls, events: list[str]) -> list[str]:
+        for i, event in enumerate(events):
+            if event in events[:i]:
+                raise FieldIssue(f"duplicate event {event!r}", i)
+        return events
+
+
+class Notifications(_Model):
+    slack: SlackNotifications | None = None
+
+
+class Approvers(_Model):
+    """Who may approve in Slack. Empty: Slack buttons are not offered; `rollwise approve`
+    (governed by Kubernetes RBAC) always works."""
+
+    slack_users: list[SlackUserId] = Field(default_factory=list)
+    slack_user_groups: list[SlackUserGroupId] = Field(default_factory=list)
+
+
+# --- the policy ------------------------------------------------------------------------
+
+
+class PolicySpec(_Model):
+    steps: list[Step] = Field(
+        min_length=1,
+        description="Canary weights in percent, strictly increasing, the last one 100.",
+    )
+    step_defaults: StepDefaults = Field(default_factory=StepDefaults)
+    ready_timeout: PositiveDuration = Field(
+        timedelta(minutes=10),
+        description="A new revision not ready by then is rolled back. Default 10m.",
+    )
+    analysis: Analysis
+    on_failure: OnFailure = Field(default_factory=OnFailure)
+    on_inconclusive: OnInconclusive = Field(default_factory=OnInconclusive)
+    on_missing_data: OnMissingData = Field(default_factory=OnMissingData)
+    gates: Gates = Field(default_factory=Gates)
+    notifications: Notifications = Field(default_factory=Notifications)
+    approvers: Approvers = Field(default_factory=Approvers)
+
+    @field_validator("steps")
+    @classmethod
+    def _steps_climb_to_100(cls, steps: list[Step]) -> list[Step]:
+        for i in range(1, len(steps)):
+            if steps[i].weight <= steps[i - 1].weight:
+                raise FieldIssue(
+                    f"weights must be strictly increasing: {steps[i].weight} after "
+                    f"{steps[i - 1].weight}",
+                    i, "weight",
+                )
+        last = len(steps) - 1
+        if steps[last].weight != 100:
+            raise FieldIssue(
+                f"the last step must be weight 100 (promotion), got {steps[last].weight}",
+                last, "weight",
+            )
+        final = steps[last]
+        for field in ("pause", "min_duration", "min_requests"):
+            if getattr(final, field) is not None:
+                raise FieldIssue(
+                    "the final 100% step is the promotion; it takes no "
+                    f"{to_camel(field)}",
+                    last, to_camel(field),
+                )
+        return steps
+
+    def min_duration(self, index: int) -> timedelta:
+        value = self.steps[index].min_duration
+        return value if value is not None else self.step_defaults.min_duration
+
+    def min_requests(self, index: int) -> int:
+        value = self.steps[index].min_requests
+        return value if value is not None else self.step_defaults.min_requests
+
+
+class PolicyMetadata(_Model):
+    name: Name = Field(description="The name InferenceServices refer to in rollwise.io/policy.")
+    description: str = ""
+
+
+class RolloutPolicy(_Model):
+    """A rollout policy: how a new model revision earns its traffic."""
+
+    model_config = ConfigDict(title="RolloutPolicy")
+
+    api_version: Literal["rollwise.io/v1alpha1"] = Field(alias="apiVersion")
+    kind: Literal["RolloutPolicy"]
+    metadata: PolicyMetadata
+    spec: PolicySpec
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema editors use (yaml-language-server) to validate policies as SREs type."""
+    schema = RolloutPolicy.model_json_schema(by_alias=True)
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://rollwise.io/schemas/v1alpha1/rolloutpolicy.schema.json",
+        **schema,
+    }
