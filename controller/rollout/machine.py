@@ -1,0 +1,479 @@
+"""The rollout state machine: (state, policy, observation, judgement, commands, now) -> result.
+
+Pure: no I/O, no clock (``now`` comes in), no randomness (rollout ids derive from
+the spec hash and the time). The reconciler feeds it what it read and applies
+what it returns: at most one traffic change and the new state, in one request.
+Like Flagger's ``advanceCanary``, it is a run of guard clauses: each returns, so
+one tick makes at most one transition and every transition says why.
+
+KServe facts this relies on (see ``controller.traffic``): a predictor change with
+``canaryTrafficPercent`` P sends P% to the latest ready revision and the rest to the
+last rolled-out one; removing the field promotes; 0 sends everything back to the
+last rolled-out revision; and after a promotion, lowering the percent without a
+spec change makes KServe roll back to the revision before — so once promoted,
+this machine never touches traffic again until the spec changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+from controller.policy.durations import format_duration as _fmt
+from controller.policy.model import PolicySpec
+from controller.rollout.state import (
+    Approval,
+    Command,
+    Decision,
+    Observation,
+    Pause,
+    PauseReason,
+    Phase,
+    RolloutState,
+)
+
+MAX_HANDLED_COMMANDS = 50
+
+
+# --- inputs the reconciler derives from the judge and the lineage gate --------------------
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """The combined analysis verdict of this tick, as the state machine needs it."""
+
+    outcome: Literal["pass", "fail", "continue"]
+    reason: str
+    missing: bool = False                  # some check had no usable data
+    counts: dict[str, object] = field(default_factory=dict)   # the current step's counts
+
+
+@dataclass(frozen=True)
+class GateResult:
+    passed: bool
+    reason: str
+
+
+# --- outputs -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SetCanary:
+    percent: int
+
+
+@dataclass(frozen=True)
+class Promote:
+    """Remove ``canaryTrafficPercent`` (a merge patch with null): all traffic to the canary."""
+
+
+@dataclass(frozen=True)
+class RollBack:
+    """``canaryTrafficPercent: 0``: all traffic back to the last rolled-out revision."""
+
+    restore_previous_spec: bool = False
+
+
+TrafficAction = SetCanary | Promote | RollBack
+
+
+@dataclass(frozen=True)
+class Event:
+    """A transition worth telling people about: a Kubernetes Event, a metric, a message."""
+
+    kind: str          # the notification event name (policy.notifications.slack.events)
+    reason: str        # Kubernetes Event reason, CamelCase
+    message: str
+    warning: bool = False
+
+
+@dataclass(frozen=True)
+class Result:
+    state: RolloutState | None
+    traffic: TrafficAction | None = None
+    events: tuple[Event, ...] = ()
+    handled: tuple[str, ...] = ()          # command ids consumed (their annotations go)
+
+    @property
+    def ended(self) -> bool:
+        return self.state is not None and self.state.phase.terminal
+
+
+# --- the machine -----------------------------------------------------------------------
+
+
+def decide(
+    state: RolloutState | None,
+    policy_name: str,
+    policy: PolicySpec,
+    obs: Observation,
+    now: datetime,
+    *,
+    judgement: Judgement | None = None,
+    commands: Sequence[Command] = (),
+    gate: GateResult | None = None,
+) -> Result:
+    """One tick of one rollout. ``judgement`` is given while the phase is analysing;
+    ``gate`` once the pre-rollout gate was evaluated (None: not yet, or no gate)."""
+    pending = sorted((c for c in commands if state is None or c.id not in
+                      state.handled_commands), key=lambda c: (c.at, c.id))
+    if state is None or obs.spec_hash != state.spec_hash:
+        return _new_model(state, policy_name, policy, obs, now)
+    ctx = _Tick(state, policy, obs, now)
+    if pending:
+        return ctx.command(pending[0])
+    return ctx.advance(judgement, gate)
+
+
+def _new_model(previous: RolloutState | None, policy_name: str, policy: PolicySpec,
+               obs: Observation, now: datetime) -> Result:
+    """A predictor spec Rollwise has not rolled out yet (or the first sight of this object)."""
+    rollout_id = f"{obs.spec_hash[:12]}-{int(now.timestamp())}"
+    if previous is None and (obs.latest_rolled_out is None or (
+            obs.latest_created == obs.latest_rolled_out and obs.canary_percent is None)):
+        # Adopt what serves now as the stable baseline: there is nothing to compare with.
+        adopted = RolloutState(
+            id=rollout_id, policy=policy_name, spec_hash=obs.spec_hash, phase=Phase.SUCCEEDED,
+            started_at=now, phase_since=now, storage_uri=obs.storage_uri,
+            revision=obs.latest_rolled_out or obs.latest_created,
+            last_decision=Decision("adopt", "serving revision adopted as the stable baseline",
+                                   now))
+        return Result(adopted, events=(Event("started", "Adopted",
+                                             "now managed by Rollwise; the serving revision is "
+                                             "the stable baseline"),))
+    events: list[Event] = []
+    if previous is not None and not previous.phase.terminal:
+        events.append(Event("aborted", "Superseded",
+                            f"rollout {previous.id} superseded by a newer model", warning=True))
+    start_percent = 0 if policy.gates.pre_rollout is not None else policy.steps[0].weight
+    reason = (f"new model {obs.storage_uri or obs.spec_hash[:12]}: canary held at "
+              f"{start_percent}% until its revision is ready")
+    state = RolloutState(
+        id=rollout_id, policy=policy_name, spec_hash=obs.spec_hash, phase=Phase.PENDING,
+        started_at=now, phase_since=now, storage_uri=obs.storage_uri,
+        baseline_revision=obs.latest_rolled_out,
+        known_revision=(previous.revision if previous is not None and previous.revision
+                        else obs.latest_rolled_out),
+        expected_percent=start_percent,
+        last_decision=Decision("start", reason, now))
+    events.append(Event("started", "RolloutStarted", reason))
+    traffic = None if obs.canary_percent == start_percent else SetCanary(start_percent)
+    if obs.canary_percent is None and previous is not None:
+        events.append(Event("analysisDegraded", "UnguardedDeploy",
+                            "predictor changed without canaryTrafficPercent (admission webhook "
+                            f"down?); pulled back to {start_percent}%", warning=True))
+    return Result(state, traffic, tuple(events))
+
+
+class _Tick:
+    """The guard clauses of one tick for an existing rollout."""
+
+    def __init__(self, state: RolloutState, policy: PolicySpec, obs: Observation,
+                 now: datetime) -> None:
+        self.state = state
+        self.policy = policy
+        self.obs = obs
+        self.now = now
+
+    # -- helpers ---------------------------------------------------------------------
+
+    def _to(self, phase: Phase, action: str, reason: str, **changes: object) -> RolloutState:
+        return self.state.evolve(phase=phase, phase_since=self.now,
+                                 last_decision=Decision(action, reason, self.now), **changes)
+
+    def _roll_back(self, reason: str, *, kind: str = "rolledBack",
+                   ending: Phase = Phase.FAILED, handled: tuple[str, ...] = ()) -> Result:
+        state = self._to(Phase.ROLLING_BACK, "rollback", reason, expected_percent=0,
+                         pause=None, ending=ending)
+        state = state.evolve(handled_commands=_remember(state, handled))
+        event = Event(kind, "RollingBack", reason, warning=True)
+        return Result(state, RollBack(self.policy.on_failure.restore_previous_spec), (event,),
+                      handled)
+
+    def _weight(self, step: int) -> int:
+        return self.policy.steps[step].weight
+
+    def _enter_step(self, step: int, reason: str, closed: dict[str, object] | None,
+                    handled: tuple[str, ...] = ()) -> Result:
+        """Move to ``step``; the last step (100%) is the promotion."""
+        closed_steps = self.state.closed_steps + ((closed,) if closed is not None else ())
+        if self._weight(step) == 100:
+            state = self._to(Phase.PROMOTING, "promote", reason, step=step, pause=None,
+                             expected_percent=None, closed_steps=closed_steps,
+                             step_started_at=self.now)
+            state = state.evolve(handled_commands=_remember(state, handled))
+            return Result(state, Promote(), (Event("stepAdvanced", "Promoting", reason),),
+                          handled)
+        percent = self._weight(step)
+        state = self._to(Phase.PROGRESSING, "advance", reason, step=step, pause=None,
+                         expected_percent=percent, step_started_at=self.now,
+                         closed_steps=closed_steps, missing_since=None)
+        state = state.evolve(handled_commands=_remember(state, handled))
+        return Result(state, SetCanary(percent),
+                      (Event("stepAdvanced", "StepAdvanced", reason),), handled)
+
+    def _pause(self, reason: PauseReason, message: str, *, until: datetime | None = None,
+               kind: str = "paused", warning: bool = False, **changes: object) -> Result:
+        pause = Pause(reason, self.now, until, message)
+        state = self._to(Phase.PAUSED, "pause", message, pause=pause, **changes)
+        return Result(state, None, (Event(kind, "Paused", message, warning=warning),))
+
+    def _note(self, **changes: object) -> Result:
+        """No transition; record what changed (e.g. the latest verdict) if anything."""
+        state = self.state.evolve(**changes)
+        return Result(state if state != self.state else self.state)
+
+    # -- operator commands --------------------------------------------------------------
+
+    def command(self, cmd: Command) -> Result:
+        state, handled = self.state, (cmd.id,)
+        who = f"{cmd.by} via {cmd.via}"
+
+        def ignored(why: str) -> Result:
+            new = state.evolve(handled_commands=_remember(state, handled))
+            return Result(new, None, (Event("analysisDegraded", "CommandIgnored",
+                                            f"{cmd.action} by {who} ignored: {why}",
+                                            warning=True),), handled)
+
+        if cmd.rollout is not None and cmd.rollout != state.id:
+            return ignored(f"it was meant for rollout {cmd.rollout}, now {state.id}")
+        if cmd.action == "retry":
+            if state.phase not in (Phase.FAILED, Phase.ABORTED, Phase.BLOCKED):
+                return ignored(f"only a failed, aborted or blocked rollout can be retried "
+                               f"(phase {state.phase})")
+            return self._retry(cmd, handled)
+        if state.phase.terminal:
+            return ignored(f"the rollout has ended ({state.phase})")
+        if cmd.action == "abort":
+            return self._roll_back(f"aborted by {who}" + (f": {cmd.reason}" if cmd.reason else ""),
+                                   kind="aborted", ending=Phase.ABORTED, handled=handled)
+        if state.phase in (Phase.PROMOTING, Phase.ROLLING_BACK):
+            return ignored(f"the rollout is already {state.phase}")
+        if cmd.action == "promote":
+            if self.obs.latest_ready is None or self.obs.latest_ready != state.revision:
+                return ignored("the canary revision is not ready")
+            return self._enter_step(len(self.policy.steps) - 1,
+                                    f"promoted by {who}, skipping the remaining analysis",
+                                    None, handled)
+        if cmd.action == "pause":
+            if state.phase == Phase.PAUSED:
+                return ignored("already paused")
+            result = self._pause(PauseReason.OPERATOR, f"paused by {who}")
+            assert result.state is not None
+            return Result(result.state.evolve(handled_commands=_remember(result.state, handled)),
+                          None, result.events, handled)
+        if cmd.action == "resume":
+            if state.phase != Phase.PAUSED or state.pause is None:
+                return ignored("not paused")
+            if state.pause.reason == PauseReason.APPROVAL:
+                return ignored("this pause needs an approval (rollwise approve)")
+            return self._resume(f"resumed by {who}", handled)
+        # approve
+        if state.phase != Phase.PAUSED or state.pause is None or (
+                state.pause.reason != PauseReason.APPROVAL):
+            return ignored("no approval is pending")
+        if cmd.step is not None and cmd.step != state.step:
+            return ignored(f"it approves step {cmd.step}, the pending one is step {state.step}")
+        approvals = (*state.approvals, Approval(state.step, cmd.by, cmd.via, self.now))
+        self.state = state.evolve(approvals=approvals)
+        # The paused step's counts were kept when the pause began.
+        result = self._enter_step(state.step + 1, f"step {state.step + 1} "
+                                  f"({self._weight(state.step)}%) approved by {who}",
+                                  None, handled)
+        approved = Event("approved", "Approved", f"approved by {who}")
+        return Result(result.state, result.traffic, (approved, *result.events), handled)
+
+    def _retry(self, cmd: Command, handled: tuple[str, ...]) -> Result:
+        reason = f"retried by {cmd.by} via {cmd.via}"
+        state = self._to(Phase.WAITING_READY if self.state.revision else Phase.PENDING,
+                         "retry", reason, id=f"{self.state.id.split('-')[0]}-"
+                         f"{int(self.now.timestamp())}", started_at=self.now, step=0,
+                         pause=None, approvals=(), closed_steps=(), missing_since=None,
+                         ending=None, expected_percent=self._weight(0), step_started_at=None)
+        state = state.evolve(handled_commands=_remember(state, handled))
+        return Result(state, SetCanary(self._weight(0)),
+                      (Event("started", "RolloutRetried", reason),), handled)
+
+    def _resume(self, reason: str, handled: tuple[str, ...] = ()) -> Result:
+        percent = self._weight(self.state.step)
+        state = self._to(Phase.PROGRESSING, "resume", reason, pause=None,
+                         expected_percent=percent, step_started_at=self.now,
+                         missing_since=None)
+        state = state.evolve(handled_commands=_remember(state, handled))
+        traffic = None if self.obs.canary_percent == percent else SetCanary(percent)
+        return Result(state, traffic, (Event("resumed", "Resumed", reason),), handled)
+
+    # -- the story of a rollout -----------------------------------------------------------
+
+    def advance(self, judgement: Judgement | None, gate: GateResult | None) -> Result:
+        state, obs = self.state, self.obs
+        if state.phase.terminal:
+            return Result(state)
+        if state.phase == Phase.PROMOTING:
+            return self._confirm_promotion()
+        if state.phase == Phase.ROLLING_BACK:
+            return self._confirm_rollback()
+        if state.phase != Phase.BLOCKED and obs.canary_percent != state.expected_percent and not (
+                state.pause is not None and state.pause.reason == PauseReason.MANUAL_EDIT):
+            return self._pause(
+                PauseReason.MANUAL_EDIT,
+                f"canaryTrafficPercent changed by hand to {obs.canary_percent} (Rollwise set "
+                f"{state.expected_percent}); paused, not fighting it — resume with "
+                "`rollwise resume`", warning=True, expected_percent=obs.canary_percent)
+        if state.pause is not None and state.pause.reason == PauseReason.MANUAL_EDIT and (
+                obs.canary_percent != state.expected_percent):
+            return self._note(expected_percent=obs.canary_percent)
+        if state.phase in (Phase.PENDING, Phase.BLOCKED):
+            return self._pending(gate)
+        if state.phase == Phase.WAITING_READY:
+            return self._waiting_ready()
+        return self._analysing(judgement)
+
+    def _confirm_promotion(self) -> Result:
+        """Trust KServe's status, not our own write: promoted when it says so."""
+        state, obs = self.state, self.obs
+        if obs.latest_rolled_out == state.revision and obs.percent_to(state.revision) == 100:
+            done = self._to(Phase.SUCCEEDED, "promoted",
+                            f"{state.revision} serves 100% of traffic", ending=None)
+            return Result(done, None, (Event("promoted", "Promoted", done.last_decision.reason
+                                             if done.last_decision else ""),))
+        return Result(state)
+
+    def _confirm_rollback(self) -> Result:
+        state, obs = self.state, self.obs
+        if obs.percent_to(state.revision) == 0 and obs.canary_percent in (0, None):
+            ending = state.ending or Phase.FAILED
+            reason = state.last_decision.reason if state.last_decision else "rolled back"
+            done = self._to(ending, "rolled-back", reason, ending=None)
+            kind = "aborted" if ending == Phase.ABORTED else "rolledBack"
+            return Result(done, None, (Event(kind, "RolledBack" if kind == "rolledBack"
+                                             else "Aborted", reason, warning=True),))
+        return Result(state)
+
+    def _pending(self, gate: GateResult | None) -> Result:
+        state, obs = self.state, self.obs
+        if self.policy.gates.pre_rollout is not None:
+            if gate is None:
+                return Result(state)
+            if not gate.passed:
+                if state.phase == Phase.BLOCKED:
+                    return Result(state)
+                blocked = self._to(Phase.BLOCKED, "block", f"pre-rollout gate: {gate.reason}")
+                return Result(blocked, None if obs.canary_percent == 0 else SetCanary(0),
+                              (Event("blocked", "Blocked", f"pre-rollout gate: {gate.reason}",
+                                     warning=True),))
+        if self.now - state.started_at > self.policy.ready_timeout:
+            return self._roll_back(f"no new revision appeared within "
+                                   f"{self.policy.ready_timeout}")
+        created = obs.latest_created
+        if created is None or created == state.known_revision:
+            return Result(state)
+        first = self._weight(0)
+        reason = f"revision {created} created; waiting for it to be ready"
+        moved = self._to(Phase.WAITING_READY, "wait-ready", reason, revision=created,
+                         expected_percent=first)
+        return Result(moved, None if obs.canary_percent == first else SetCanary(first))
+
+    def _waiting_ready(self) -> Result:
+        state, obs = self.state, self.obs
+        if obs.revision_failure and obs.latest_created == state.revision:
+            return self._roll_back(f"revision {state.revision} failed: {obs.revision_failure}")
+        if obs.latest_ready == state.revision:
+            reason = f"revision {state.revision} is ready; step 1 at {self._weight(0)}%"
+            moved = self._to(Phase.PROGRESSING, "progress", reason, step=0,
+                             step_started_at=self.now)
+            return Result(moved, None, (Event("stepAdvanced", "Progressing", reason),))
+        if self.now - state.started_at > self.policy.ready_timeout:
+            return self._roll_back(f"revision {state.revision} not ready within "
+                                   f"{_fmt(self.policy.ready_timeout)}")
+        return Result(state)
+
+    def _analysing(self, judgement: Judgement | None) -> Result:
+        state, now, policy = self.state, self.now, self.policy
+        verdict_line = "" if judgement is None else f"{judgement.outcome}: {judgement.reason}"
+        if judgement is not None and judgement.outcome == "fail":
+            return self._roll_back(f"analysis failed at step {state.step + 1} "
+                                   f"({self._weight(state.step)}%): {judgement.reason}")
+        if state.phase == Phase.PAUSED:
+            return self._paused(judgement, verdict_line)
+        if judgement is None:
+            return Result(state)
+        if judgement.missing:
+            since = state.missing_since or now
+            if now - since >= policy.on_missing_data.after:
+                message = (f"metrics missing for {_fmt(now - since)}: {judgement.reason}")
+                if policy.on_missing_data.action == "rollback":
+                    return self._roll_back(message)
+                return self._pause(PauseReason.MISSING_DATA, message, warning=True,
+                                   last_verdict=verdict_line)
+            if state.missing_since is None:
+                changed = state.evolve(missing_since=now, last_verdict=verdict_line)
+                return Result(changed, None, (Event(
+                    "analysisDegraded", "MetricsMissing",
+                    f"holding at {self._weight(state.step)}%: {judgement.reason}",
+                    warning=True),))
+            return self._note(last_verdict=verdict_line)
+        step_age = now - (state.step_started_at or now)
+        if judgement.outcome == "pass" and step_age >= policy.min_duration(state.step):
+            return self._step_passed(judgement, verdict_line)
+        if step_age >= policy.on_inconclusive.deadline:
+            message = (f"no verdict after {_fmt(step_age)} at step {state.step + 1}: "
+                       f"{judgement.reason}")
+            if policy.on_inconclusive.action == "rollback":
+                return self._roll_back(message)
+            return self._pause(PauseReason.INCONCLUSIVE, message, warning=True,
+                               last_verdict=verdict_line)
+        return self._note(last_verdict=verdict_line, missing_since=None)
+
+    def _step_passed(self, judgement: Judgement, verdict_line: str) -> Result:
+        state, now = self.state.evolve(last_verdict=verdict_line, missing_since=None), self.now
+        self.state = state
+        step = self.policy.steps[state.step]
+        passed = f"step {state.step + 1} ({step.weight}%) passed: {judgement.reason}"
+        if step.pause is not None and step.pause.approval is not None:
+            approval = step.pause.approval
+            return self._pause(PauseReason.APPROVAL,
+                               f"{passed}; waiting for approval to go to "
+                               f"{self._weight(state.step + 1)}%",
+                               until=now + approval.timeout, kind="approvalRequested",
+                               closed_steps=(*state.closed_steps, judgement.counts))
+        if step.pause is not None and step.pause.duration is not None:
+            return self._pause(PauseReason.DURATION,
+                               f"{passed}; holding for {_fmt(step.pause.duration)}",
+                               until=now + step.pause.duration,
+                               closed_steps=(*state.closed_steps, judgement.counts))
+        return self._enter_step(state.step + 1, passed, judgement.counts)
+
+    def _paused(self, judgement: Judgement | None, verdict_line: str) -> Result:
+        state, now = self.state, self.now
+        pause = state.pause
+        if verdict_line:
+            state = self.state = state.evolve(last_verdict=verdict_line)
+        if pause is None:
+            return self._resume("pause without a reason cleared")
+        if pause.until is not None and now >= pause.until:
+            if pause.reason == PauseReason.DURATION:
+                return self._enter_step(state.step + 1, f"held step {state.step + 1} for "
+                                        f"{_fmt(now - pause.since)}", None)
+            if pause.reason == PauseReason.APPROVAL:
+                approval = self.policy.steps[state.step].pause
+                assert approval is not None and approval.approval is not None
+                if approval.approval.on_timeout == "rollback":
+                    return self._roll_back(f"nobody approved step {state.step + 2} within "
+                                           f"{_fmt(approval.approval.timeout)}")
+                reminded = pause.reminded_at or pause.since
+                if now - reminded >= approval.approval.remind_every:
+                    reminder = state.evolve(pause=Pause(pause.reason, pause.since, pause.until,
+                                                        pause.message, reminded_at=now))
+                    return Result(reminder, None, (Event(
+                        "approvalRequested", "ApprovalReminder",
+                        f"still waiting for approval: {pause.message}"),))
+        return Result(state)
+
+
+def _remember(state: RolloutState, handled: tuple[str, ...]) -> tuple[str, ...]:
+    return (*state.handled_commands, *handled)[-MAX_HANDLED_COMMANDS:]
+
+

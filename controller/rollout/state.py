@@ -1,0 +1,267 @@
+"""A rollout's durable state, what the controller observes, and operator commands.
+
+Pure: plain frozen dataclasses with JSON round-trips, no I/O. The state is stored
+on the InferenceService in the ``rollwise.io/rollout`` annotation, written in the
+same request as the traffic change (fenced by resourceVersion), so that traffic
+and state never disagree and a restarted controller resumes exactly where the
+last committed write left it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+STATE_ANNOTATION = "rollwise.io/rollout"
+POLICY_ANNOTATION = "rollwise.io/policy"
+COMMAND_ANNOTATION_PREFIX = "rollwise.io/command-"
+STATE_VERSION = 1
+
+
+class Phase(StrEnum):
+    """Where a rollout is. Terminal phases keep their state until the next deploy."""
+
+    PENDING = "Pending"            # a new predictor spec was seen; waiting for its revision
+    BLOCKED = "Blocked"            # the pre-rollout gate refused the model: it gets no traffic
+    WAITING_READY = "WaitingReady" # the canary revision exists and is not ready yet
+    PROGRESSING = "Progressing"    # at a step, analysing
+    PAUSED = "Paused"              # at a step, waiting (approval, duration, human, missing data)
+    PROMOTING = "Promoting"        # canaryTrafficPercent removed; waiting for KServe to confirm
+    ROLLING_BACK = "RollingBack"   # canaryTrafficPercent 0; waiting for KServe to confirm
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    ABORTED = "Aborted"
+    SUPERSEDED = "Superseded"      # a newer model was deployed mid-rollout
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+    @property
+    def analysing(self) -> bool:
+        """Phases in which the canary serves traffic and the judge looks at it."""
+        return self in (Phase.PROGRESSING, Phase.PAUSED)
+
+
+TERMINAL = frozenset({Phase.SUCCEEDED, Phase.FAILED, Phase.ABORTED, Phase.SUPERSEDED})
+
+
+class PauseReason(StrEnum):
+    APPROVAL = "approval"          # the policy asks a human before the next step
+    DURATION = "duration"          # the policy soaks at this step for a while
+    OPERATOR = "operator"          # `rollwise pause`
+    MANUAL_EDIT = "manual-edit"    # someone changed canaryTrafficPercent by hand
+    INCONCLUSIVE = "inconclusive"  # no verdict by the step's deadline
+    MISSING_DATA = "missing-data"  # metrics missing for longer than onMissingData.after
+
+
+@dataclass(frozen=True)
+class Pause:
+    reason: PauseReason
+    since: datetime
+    until: datetime | None = None          # a duration pause or an approval timeout
+    message: str = ""
+    reminded_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Approval:
+    step: int
+    by: str
+    via: str                               # "cli" or "slack"
+    at: datetime
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The last thing the controller decided and why (shown by `rollwise status`)."""
+
+    action: str
+    reason: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class RolloutState:
+    """Everything needed to resume a rollout after a restart."""
+
+    id: str                                # unique per rollout; keys every side effect
+    policy: str
+    spec_hash: str                         # the predictor spec being rolled out
+    phase: Phase
+    started_at: datetime
+    phase_since: datetime
+    storage_uri: str = ""
+    baseline_revision: str | None = None   # the stable revision the canary is judged against
+    known_revision: str | None = None      # latestCreatedRevision when the rollout began
+    revision: str | None = None            # the canary revision, once KServe created it
+    step: int = 0
+    step_started_at: datetime | None = None
+    expected_percent: int | None = None    # what Rollwise last set; anything else is a hand edit
+    pause: Pause | None = None
+    approvals: tuple[Approval, ...] = ()
+    missing_since: datetime | None = None
+    last_verdict: str = ""                 # outcome: one-line reason
+    last_decision: Decision | None = None
+    closed_steps: tuple[Mapping[str, Any], ...] = ()   # final analysis counts of past steps
+    handled_commands: tuple[str, ...] = ()
+    ending: Phase | None = None            # while rolling back: Failed or Aborted
+    lineage_execution: int | None = None
+    version: int = STATE_VERSION
+
+    def evolve(self, **changes: Any) -> RolloutState:
+        return replace(self, **changes)
+
+    def to_json(self) -> str:
+        return json.dumps(_encode(asdict(self)), separators=(",", ":"), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> RolloutState:
+        """Read a stored state; raise ValueError naming what is wrong with it."""
+        try:
+            raw = json.loads(text)
+            if not isinstance(raw, dict):
+                raise ValueError("not a JSON object")
+            return _decode_state(raw)
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"unreadable {STATE_ANNOTATION} annotation: {err}") from err
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, StrEnum):
+        return str(value)
+    if isinstance(value, Mapping):
+        return {k: _encode(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_encode(v) for v in value]
+    return value
+
+
+def _time(value: Any) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+def _required_time(value: Any) -> datetime:
+    parsed = _time(value)
+    if parsed is None:
+        raise ValueError("missing timestamp")
+    return parsed
+
+
+def _decode_state(raw: dict[str, Any]) -> RolloutState:
+    pause = raw.get("pause")
+    decision = raw.get("last_decision")
+    return RolloutState(
+        id=str(raw["id"]),
+        policy=str(raw["policy"]),
+        spec_hash=str(raw["spec_hash"]),
+        phase=Phase(raw["phase"]),
+        started_at=_required_time(raw["started_at"]),
+        phase_since=_required_time(raw["phase_since"]),
+        storage_uri=str(raw.get("storage_uri", "")),
+        baseline_revision=raw.get("baseline_revision"),
+        known_revision=raw.get("known_revision"),
+        revision=raw.get("revision"),
+        step=int(raw.get("step", 0)),
+        step_started_at=_time(raw.get("step_started_at")),
+        expected_percent=raw.get("expected_percent"),
+        pause=None if pause is None else Pause(
+            reason=PauseReason(pause["reason"]), since=_required_time(pause["since"]),
+            until=_time(pause.get("until")), message=str(pause.get("message", "")),
+            reminded_at=_time(pause.get("reminded_at"))),
+        approvals=tuple(Approval(step=int(a["step"]), by=str(a["by"]), via=str(a["via"]),
+                                 at=_required_time(a["at"])) for a in raw.get("approvals", ())),
+        missing_since=_time(raw.get("missing_since")),
+        last_verdict=str(raw.get("last_verdict", "")),
+        last_decision=None if decision is None else Decision(
+            action=str(decision["action"]), reason=str(decision["reason"]),
+            at=_required_time(decision["at"])),
+        closed_steps=tuple(raw.get("closed_steps", ())),
+        handled_commands=tuple(str(c) for c in raw.get("handled_commands", ())),
+        ending=None if raw.get("ending") is None else Phase(raw["ending"]),
+        lineage_execution=raw.get("lineage_execution"),
+        version=int(raw.get("version", STATE_VERSION)),
+    )
+
+
+# --- what the controller sees ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrafficTarget:
+    revision: str
+    percent: int
+    latest: bool = False
+    tag: str | None = None
+
+
+@dataclass(frozen=True)
+class Observation:
+    """An InferenceService as KServe reports it, reduced to what a rollout decision needs.
+
+    Built from the object by ``controller.traffic`` (adapter); never from
+    ``status.observedGeneration``, which KServe copies from the Knative Service.
+    """
+
+    spec_hash: str
+    storage_uri: str
+    canary_percent: int | None             # spec.predictor.canaryTrafficPercent
+    latest_created: str | None = None
+    latest_ready: str | None = None
+    latest_rolled_out: str | None = None
+    previous_rolled_out: str | None = None
+    revision_failure: str | None = None    # why the latest revision cannot become ready
+    traffic: tuple[TrafficTarget, ...] = ()
+
+    def percent_to(self, revision: str | None) -> int:
+        return sum(t.percent for t in self.traffic if t.revision == revision)
+
+
+CommandAction = Literal["approve", "promote", "abort", "retry", "pause", "resume"]
+COMMAND_ACTIONS: tuple[CommandAction, ...] = ("approve", "promote", "abort", "retry", "pause",
+                                              "resume")
+
+
+@dataclass(frozen=True)
+class Command:
+    """An operator's instruction, written as an annotation by the CLI or the Slack handler."""
+
+    id: str
+    action: CommandAction
+    by: str
+    at: datetime
+    via: str = "cli"
+    rollout: str | None = None             # the rollout it was meant for; None: the current one
+    step: int | None = None                # approve: the step being approved
+    reason: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps(_encode(asdict(self)), separators=(",", ":"), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Command:
+        raw = json.loads(text)
+        if not isinstance(raw, dict):
+            raise ValueError("a command is a JSON object")
+        action = raw["action"]
+        if action not in COMMAND_ACTIONS:
+            raise ValueError(f"unknown command action {action!r}")
+        step = raw.get("step")
+        return cls(id=str(raw["id"]), action=action, by=str(raw["by"]),
+                   at=_required_time(raw["at"]), via=str(raw.get("via", "cli")),
+                   rollout=raw.get("rollout"), step=None if step is None else int(step),
+                   reason=str(raw.get("reason", "")))
+
+
+@dataclass(frozen=True)
+class StepCounts:
+    """What the judge measured at the current step, kept when the step closes."""
+
+    counts: Mapping[str, Any] = field(default_factory=dict)
+    canary_requests: float = 0.0
