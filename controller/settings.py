@@ -138,10 +138,24 @@ class LeaderElectionSettings(_Section):
 
     @model_validator(mode="after")
     def _ordering(self) -> LeaderElectionSettings:
-        if not (self.retry_period_seconds < self.renew_deadline_seconds
+        # The client library also wants renew_deadline > 1.2 x retry_period (jitter).
+        if not (1.2 * self.retry_period_seconds < self.renew_deadline_seconds
                 < self.lease_duration_seconds):
-            raise ValueError("leader election needs retry_period < renew_deadline < "
+            raise ValueError("leader election needs 1.2 x retry_period < renew_deadline < "
                              "lease_duration")
+        return self
+
+
+class WebhookSettings(_Section):
+    listen_address: str = Field("127.0.0.1:9443", description="host:port of the TLS listener.")
+    cert_file: Path | None = Field(None, description="Serving certificate (PEM). Unset: no "
+                                                     "webhook listener.")
+    key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _pair(self) -> WebhookSettings:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("webhook cert_file and key_file go together")
         return self
 
 
@@ -160,6 +174,11 @@ class Settings(BaseSettings):
     mlmd: MLMDSettings = Field(default_factory=MLMDSettings)
     slack: SlackSettings = Field(default_factory=SlackSettings)
     leader_election: LeaderElectionSettings = Field(default_factory=LeaderElectionSettings)
+    webhook: WebhookSettings = Field(default_factory=WebhookSettings)
+    tick_seconds: float = Field(5.0, gt=0, le=300,
+                                description="How often the reconciler passes over every "
+                                            "managed InferenceService (analysis runs at each "
+                                            "policy's own interval).")
     policy_dir: Path = Field(Path("/etc/rollwise/policies"),
                              description="Directory of policy files (a mounted ConfigMap).")
     listen_address: str = Field("127.0.0.1:8080",

@@ -1,21 +1,52 @@
 """The ``rollwise`` command line: one click group, subcommands in sibling modules.
 
 I/O at the edges only: commands parse arguments, call the library, and print.
+Commands that belong to the simulated world (``rollwise sim``, ``rollwise simulate``)
+are found through the ``rollwise.cli`` entry-point group and imported only when
+invoked, so the controller never imports ``simulations`` and an image built
+without it still has a working CLI.
 """
 
 from __future__ import annotations
 
+from importlib.metadata import entry_points
+
 import click
 
 from controller.cli.policy import policy
+from controller.cli.rollouts import ROLLOUT_COMMANDS
+
+PLUGIN_GROUP = "rollwise.cli"
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _PluginGroup(click.Group):
+    """A group whose extra commands come from installed entry points, loaded lazily."""
+
+    def _plugins(self) -> dict[str, str]:
+        return {ep.name: ep.value for ep in entry_points(group=PLUGIN_GROUP)}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | self._plugins().keys())
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            return command
+        for ep in entry_points(group=PLUGIN_GROUP, name=cmd_name):
+            loaded = ep.load()
+            if isinstance(loaded, click.Command):
+                return loaded
+        return None
+
+
+@click.group(cls=_PluginGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="rollwise")
 def main() -> None:
     """Rollwise: progressive delivery for KServe InferenceServices."""
 
 
 main.add_command(policy)
+for _command in ROLLOUT_COMMANDS:
+    main.add_command(_command)
 
 __all__ = ["main"]

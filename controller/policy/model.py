@@ -72,6 +72,8 @@ SlackChannel = Annotated[
     ),
 ]
 Fraction = Annotated[float, Field(gt=0, lt=1)]
+LabelName = Annotated[str, Field(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$",
+                                 description="A Prometheus label name.")]
 
 
 # --- PromQL templates ------------------------------------------------------------------
@@ -79,7 +81,8 @@ Fraction = Annotated[float, Field(gt=0, lt=1)]
 PLACEHOLDERS = {
     "namespace": "the InferenceService's namespace (a label value)",
     "service": "the InferenceService's name (a label value)",
-    "revision": "a regular expression matching the revisions under analysis; use it with =~",
+    "revision": "a regular expression matching the revisions under analysis (an alternation in "
+                "parentheses); use it inside a =~ matcher",
     "window": "a PromQL range: the time since the current step started, e.g. 300s",
 }
 
@@ -100,7 +103,7 @@ def _check_template(text: str) -> str:
             f"unknown placeholder ${{{unknown[0]}}} in PromQL template; "
             f"known: {', '.join('${' + p + '}' for p in sorted(PLACEHOLDERS))}"
         )
-    if not re.search(r'=~\s*"\$(\{revision\}|revision\b)"', text):
+    if not re.search(r'=~\s*"[^"]*\$(\{revision\}|revision\b)[^"]*"', text):
         raise ValueError(
             'a PromQL template must select revisions with a regex matcher, e.g. '
             'revision_name=~"${revision}", so that one query serves every rollout'
@@ -113,8 +116,11 @@ PromQLTemplate = Annotated[
     AfterValidator(_check_template),
     Field(
         description=(
-            "A PromQL selector of cumulative series (counters or histogram buckets) with "
-            "placeholders ${namespace}, ${service}, ${revision} (regex, use with =~) and ${window}."
+            "PromQL for cumulative series (counters or histogram buckets) with placeholders "
+            "${namespace}, ${service}, ${revision} (a regex: use it in a =~ matcher) and "
+            "${window}. Without ${window} it is a selector that Rollwise wraps in "
+            "sum by (<revisionLabel>[, le]) (increase(<selector>[<window>])); with ${window} it "
+            "is the whole expression and must keep the revisionLabel (and le) labels."
         )
     ),
 ]
@@ -134,7 +140,7 @@ class RatioQuery(_Model):
 
     errors: PromQLTemplate
     total: PromQLTemplate
-    revision_label: Name | str = Field(
+    revision_label: LabelName = Field(
         "revision_name", description="The label that carries the revision name in both series."
     )
 
@@ -143,7 +149,7 @@ class HistogramQuery(_Model):
     """Custom PromQL for a histogram: the ``_bucket`` series with their ``le`` label."""
 
     buckets: PromQLTemplate
-    revision_label: str = Field(
+    revision_label: LabelName = Field(
         "revision_name", description="The label that carries the revision name."
     )
     unit: Literal["seconds", "milliseconds", "none"] = Field(

@@ -1,0 +1,250 @@
+"""``rollwise status|promote|abort|retry|approve|pause|resume|deploy``: the SRE's handles.
+
+Every action is an annotation on the InferenceService (``rollwise.io/command-<id>``)
+saying what, who (as the API server knows them) and when. It works from any
+workstation with kubectl access, Kubernetes RBAC decides who may do it, the controller
+acts on it within one interval, and it leaves an audit trail (Events).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+from kubernetes import config
+from kubernetes.client.exceptions import ApiException
+
+from controller.kube import KubeConfigError, current_user
+from controller.rollout.state import Command, CommandAction, Phase
+from controller.traffic import Conflict
+from controller.traffic.client import KubeInferenceServices
+from controller.traffic.kserve import command_annotation, read_managed
+from controller.traffic.kserve import storage_uri as predictor_storage_uri
+
+
+class _Target:
+    def __init__(self, kubeconfig: Path | None, context: str | None,
+                 namespace: str | None) -> None:
+        try:
+            self.api = config.new_client_from_config(
+                config_file=str(kubeconfig) if kubeconfig else None, context=context)
+            _, active = config.list_kube_config_contexts(
+                config_file=str(kubeconfig) if kubeconfig else None)
+        except (config.ConfigException, OSError, TypeError) as err:
+            raise click.ClickException(str(KubeConfigError(
+                f"cannot load kubeconfig {kubeconfig or '~/.kube/config'}: {err}"))) from err
+        self.namespace = namespace or (active or {}).get("context", {}).get("namespace") \
+            or "default"
+        self.isvcs = KubeInferenceServices(self.api, [self.namespace])
+
+
+def _split(target: _Target, ref: str) -> tuple[str, str]:
+    namespace, _, name = ref.rpartition("/")
+    return namespace or target.namespace, name
+
+
+def _api_error(err: ApiException, what: str) -> click.ClickException:
+    reason = err.reason or ""
+    with contextlib.suppress(ValueError):
+        reason = json.loads(err.body or "{}").get("message", reason)
+    return click.ClickException(f"{what}: HTTP {err.status}: {reason}")
+
+
+kube_options = [
+    click.option("--kubeconfig", type=click.Path(path_type=Path), envvar="KUBECONFIG",
+                 help="Kubeconfig file (default $KUBECONFIG or ~/.kube/config)."),
+    click.option("--context", help="Kubeconfig context."),
+    click.option("-n", "--namespace", help="Namespace (default: the context's)."),
+]
+
+
+def with_kube(fn: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed(kube_options):
+        fn = option(fn)
+    return fn
+
+
+def _age(since: datetime | None, now: datetime) -> str:
+    if since is None:
+        return "-"
+    seconds = int((now - since).total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def status_rows(objects: list[Mapping[str, Any]], now: datetime) -> list[dict[str, Any]]:
+    """One row per managed InferenceService, as `rollwise status` prints it."""
+    rows = []
+    for obj in objects:
+        managed = read_managed(obj)
+        if managed is None:
+            continue
+        state = managed.state
+        obs = managed.observation
+        rows.append({
+            "namespace": managed.namespace,
+            "name": managed.name,
+            "policy": managed.policy,
+            "phase": str(state.phase) if state else ("Unreadable" if managed.state_error
+                                                     else "New"),
+            "step": state.step + 1 if state else None,
+            "canaryPercent": obs.canary_percent,
+            "canaryRevision": state.revision if state else None,
+            "stableRevision": obs.latest_rolled_out,
+            "lastVerdict": state.last_verdict if state else "",
+            "lastDecision": state.last_decision.reason if state and state.last_decision
+            else (managed.state_error or ""),
+            "pause": str(state.pause.reason) if state and state.pause else None,
+            "approvals": [{"step": a.step + 1, "by": a.by, "via": a.via,
+                           "at": a.at.isoformat()} for a in (state.approvals if state else ())],
+            "rollout": state.id if state else None,
+            "age": _age(state.started_at if state else None, now),
+        })
+    return rows
+
+
+@click.command()
+@with_kube
+@click.argument("name", required=False)
+@click.option("-A", "--all-namespaces", is_flag=True, help="Every namespace.")
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+def status(kubeconfig: Path | None, context: str | None, namespace: str | None,
+           name: str | None, all_namespaces: bool, output: str) -> None:
+    """Show managed InferenceServices and their rollouts."""
+    target = _Target(kubeconfig, context, namespace)
+    isvcs = KubeInferenceServices(target.api, [] if all_namespaces else [target.namespace])
+    try:
+        objects = isvcs.list()
+    except ApiException as err:
+        raise _api_error(err, "cannot list InferenceServices") from err
+    rows = status_rows(objects, datetime.now(UTC))
+    if name:
+        rows = [r for r in rows if r["name"] == name]
+        if not rows:
+            raise click.ClickException(
+                f"{target.namespace}/{name}: no managed InferenceService of that name "
+                "(annotate it with rollwise.io/policy)")
+    if output == "json":
+        click.echo(json.dumps(rows, indent=2))
+        return
+    headers = ["NAMESPACE", "NAME", "POLICY", "PHASE", "STEP", "CANARY%", "LAST VERDICT", "AGE"]
+    table = [[r["namespace"], r["name"], r["policy"],
+              r["phase"] + (f" ({r['pause']})" if r["pause"] else ""),
+              str(r["step"] or "-"), "-" if r["canaryPercent"] is None else str(r["canaryPercent"]),
+              (r["lastVerdict"] or r["lastDecision"])[:80], r["age"]] for r in rows]
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *table, strict=False)]
+    for line in [headers, *table]:
+        click.echo("  ".join(str(x).ljust(w) for x, w in zip(line, widths, strict=True)).rstrip())
+
+
+def _send(action: CommandAction, ref: str, kubeconfig: Path | None, context: str | None,
+          namespace: str | None, reason: str, step: int | None = None) -> None:
+    target = _Target(kubeconfig, context, namespace)
+    ns, name = _split(target, ref)
+    try:
+        obj = target.isvcs.get(ns, name)
+    except ApiException as err:
+        raise _api_error(err, f"cannot read {ns}/{name}") from err
+    if obj is None:
+        raise click.ClickException(f"{ns}/{name}: no such InferenceService")
+    managed = read_managed(obj)
+    if managed is None:
+        raise click.ClickException(f"{ns}/{name} is not managed by Rollwise "
+                                   "(no rollwise.io/policy annotation)")
+    state = managed.state
+    if action == "approve":
+        if state is None or state.phase != Phase.PAUSED or state.pause is None:
+            raise click.ClickException(f"{ns}/{name}: no approval is pending "
+                                       f"(phase {state.phase if state else 'none'})")
+        step = state.step if step is None else step - 1
+    try:
+        who = current_user(target.api)
+    except ApiException:
+        who = "unknown"
+    command = Command(id=uuid.uuid4().hex[:12], action=action, by=who, at=datetime.now(UTC),
+                      via="cli", rollout=state.id if state else None, step=step,
+                      reason=reason)
+    patch = {"metadata": {"annotations": {command_annotation(command.id): command.to_json()}}}
+    try:
+        target.isvcs.patch(ns, name, patch)
+    except ApiException as err:
+        raise _api_error(err, f"cannot annotate {ns}/{name}") from err
+    click.echo(f"{action} requested for {ns}/{name} by {who} (command {command.id}); "
+               "the controller acts on it within one analysis interval")
+
+
+def _command(action: CommandAction, help_text: str) -> click.Command:
+    @click.command(name=action, help=help_text)
+    @with_kube
+    @click.argument("ref", metavar="[NAMESPACE/]NAME")
+    @click.option("--reason", default="", help="Why (kept in the audit trail).")
+    def run(kubeconfig: Path | None, context: str | None, namespace: str | None, ref: str,
+            reason: str) -> None:
+        _send(action, ref, kubeconfig, context, namespace, reason)
+
+    return run
+
+
+promote = _command("promote", "Promote the canary now, skipping the remaining steps.")
+abort = _command("abort", "Roll back to the stable revision and mark the rollout aborted.")
+retry = _command("retry", "Restart a failed, aborted or blocked rollout from the first step.")
+pause = _command("pause", "Hold the rollout at its current step.")
+resume = _command("resume", "Resume a rollout paused by an operator, a hand edit or a timeout.")
+
+
+@click.command()
+@with_kube
+@click.argument("ref", metavar="[NAMESPACE/]NAME")
+@click.option("--step", type=int, help="The step being approved (default: the pending one).")
+@click.option("--reason", default="")
+def approve(kubeconfig: Path | None, context: str | None, namespace: str | None, ref: str,
+            step: int | None, reason: str) -> None:
+    """Approve the paused step so that the rollout moves on."""
+    _send("approve", ref, kubeconfig, context, namespace, reason, step)
+
+
+@click.command()
+@with_kube
+@click.argument("ref", metavar="[NAMESPACE/]NAME")
+@click.option("--storage-uri", required=True, help="The new model's URI.")
+def deploy(kubeconfig: Path | None, context: str | None, namespace: str | None, ref: str,
+           storage_uri: str) -> None:
+    """Deploy a new model: set its storageUri and hold its traffic at 0% in ONE update, so
+    the model never gets traffic before Rollwise has analysed it (the controller moves
+    it to the policy's first step when its revision is ready)."""
+    uri = storage_uri
+    target = _Target(kubeconfig, context, namespace)
+    ns, name = _split(target, ref)
+    obj = target.isvcs.get(ns, name)
+    if obj is None:
+        raise click.ClickException(f"{ns}/{name}: no such InferenceService")
+    predictor = (obj.get("spec") or {}).get("predictor") or {}
+    holder = next((k for k, v in predictor.items()
+                   if isinstance(v, Mapping) and "storageUri" in v), None)
+    if holder is None:
+        raise click.ClickException(f"{ns}/{name}: the predictor has no storageUri to replace")
+    if predictor_storage_uri(predictor) == uri:
+        raise click.ClickException(f"{ns}/{name} already serves {uri}")
+    patch = {
+        "metadata": {"resourceVersion": obj["metadata"]["resourceVersion"]},
+        "spec": {"predictor": {holder: {"storageUri": uri}, "canaryTrafficPercent": 0}},
+    }
+    try:
+        target.isvcs.patch(ns, name, patch)
+    except ApiException as err:
+        raise _api_error(err, f"cannot update {ns}/{name}") from err
+    except Conflict as err:
+        raise click.ClickException(f"{ns}/{name} changed while deploying; try again ({err})") \
+            from err
+    click.echo(f"deployed {uri} to {ns}/{name}; canary held at 0% until its revision is ready")
+
+
+ROLLOUT_COMMANDS = [status, promote, abort, retry, approve, pause, resume, deploy]

@@ -1,0 +1,161 @@
+"""``rollwise run``: wires settings, the Kubernetes client, the policy store, the
+analyzer, the reconciler, leader election, the HTTP servers and the scheduler.
+
+I/O: this is the composition root. apscheduler drives the passes (one job, never
+overlapping, coalesced); InferenceService watches wake it early so that a deploy is
+guarded within a second, not a tick. SIGTERM and SIGINT stop it cleanly.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+import uuid
+from datetime import datetime
+from pathlib import Path
+from types import FrameType
+
+import structlog
+from apscheduler.schedulers.background import BackgroundScheduler
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from controller import kube
+from controller.events import KubeEventRecorder
+from controller.leader import AlwaysLeader, LeaderElector
+from controller.logs import configure_logging
+from controller.policystore import PolicyStore
+from controller.reconciler import Analyzer, Reconciler
+from controller.server import HttpServer, Request, Response
+from controller.settings import Settings
+from controller.telemetry import Telemetry
+from controller.traffic.client import KubeInferenceServices
+from controller.webhook import review_response
+
+log = structlog.get_logger(__name__)
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+JOB_ID = "reconcile"
+
+
+def _pod_namespace() -> str:
+    try:
+        return SERVICE_ACCOUNT_NAMESPACE.read_text().strip()
+    except OSError:
+        return os.environ.get("POD_NAMESPACE", "default")
+
+
+class Daemon:
+    def __init__(self, settings: Settings, analyzer: Analyzer) -> None:
+        self.settings = settings
+        self.telemetry = Telemetry()
+        self.stop = threading.Event()
+        self.exit_code = 0
+        self.api = kube.api_client(settings.kubernetes)
+        self.policies = PolicyStore(settings.policy_dir)
+        self.isvcs = KubeInferenceServices(
+            self.api, settings.kubernetes.namespaces,
+            on_api_error=lambda verb: self.telemetry.api_errors.labels(verb).inc())
+        identity = f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
+        if settings.leader_election.enabled:
+            self.leader: LeaderElector | AlwaysLeader = LeaderElector(
+                self.api, settings.leader_election,
+                settings.leader_election.lease_namespace or _pod_namespace(), identity,
+                on_lost=self._lost_lease)
+        else:
+            self.leader = AlwaysLeader()
+        self.reconciler = Reconciler(
+            isvcs=self.isvcs, policies=self.policies, analyzer=analyzer,
+            events=KubeEventRecorder(self.api, on_error=lambda verb:
+                                     self.telemetry.api_errors.labels(verb).inc()),
+            telemetry=self.telemetry, is_leader=self.leader.is_leader,
+            clock=lambda: datetime.now().astimezone())
+        self.scheduler = BackgroundScheduler(timezone="UTC")
+        self._last_pass_ok = threading.Event()
+        self.http = HttpServer(settings.listen_address, {
+            ("GET", "/healthz"): self._healthz,
+            ("GET", "/readyz"): self._readyz,
+            ("GET", "/metrics"): self._metrics,
+        })
+        self.webhook: HttpServer | None = None
+        if settings.webhook.cert_file is not None:
+            self.webhook = HttpServer(settings.webhook.listen_address,
+                                      {("POST", "/mutate"): self._mutate},
+                                      settings.webhook.cert_file, settings.webhook.key_file)
+
+    # -- routes -------------------------------------------------------------------------
+
+    def _healthz(self, _: Request) -> Response:
+        return Response(200, b"ok\n")
+
+    def _readyz(self, _: Request) -> Response:
+        if not self.policies.names() and self.policies.problems:
+            return Response(503, b"no valid policy loaded\n")
+        return Response(200, b"ready\n")
+
+    def _metrics(self, _: Request) -> Response:
+        self.telemetry.leader.set(1 if self.leader.is_leader() else 0)
+        return Response(200, generate_latest(self.telemetry.registry), CONTENT_TYPE_LATEST)
+
+    def _mutate(self, request: Request) -> Response:
+        import json
+
+        try:
+            review = json.loads(request.body)
+        except ValueError:
+            return Response(400, b"not JSON\n")
+        return Response.json(200, review_response(review, self.policies.get))
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def _lost_lease(self) -> None:
+        self.exit_code = 1
+        self.stop.set()
+
+    def _pass(self) -> None:
+        if not self.leader.is_leader():
+            return
+        try:
+            self.reconciler.run_once()
+            self._last_pass_ok.set()
+        except Exception as err:
+            self.telemetry.api_errors.labels("pass").inc()
+            log.error("reconcile pass failed", error=str(err))
+
+    def wake(self) -> None:
+        """Run a pass now (a watch saw a change); coalesces with a pending run."""
+        job = self.scheduler.get_job(JOB_ID)
+        if job is not None:
+            job.modify(next_run_time=datetime.now().astimezone())
+
+    def run(self) -> int:
+        reload = self.policies.reload()
+        self.telemetry.policy_problems.set(len(reload.problems))
+        log.info("starting", policies=self.policies.names(), leader_election=self.settings
+                 .leader_election.enabled, namespaces=self.settings.kubernetes.namespaces or "all")
+        self.http.start()
+        if self.webhook is not None:
+            self.webhook.start()
+        self.leader.start()
+        self.scheduler.add_job(self._pass, "interval", seconds=self.settings.tick_seconds,
+                               id=JOB_ID, max_instances=1, coalesce=True,
+                               next_run_time=datetime.now().astimezone())
+        self.scheduler.start()
+        self.isvcs.watch_forever(self.wake, self.stop)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._signal)
+        self.stop.wait()
+        log.info("stopping")
+        self.scheduler.shutdown(wait=True)
+        self.http.stop()
+        if self.webhook is not None:
+            self.webhook.stop()
+        return self.exit_code
+
+    def _signal(self, signum: int, frame: FrameType | None) -> None:
+        self.stop.set()
+
+
+def run(settings: Settings, analyzer: Analyzer) -> int:
+    configure_logging(settings.log_format, settings.log_level)
+    return Daemon(settings, analyzer).run()

@@ -1,0 +1,210 @@
+"""PromQL for each provider preset, and the batched query that serves every rollout.
+
+Pure: strings in, strings out. A *template* either is a selector (no ``${window}``),
+which is wrapped as ``sum by (<revision label>[, le]) (increase(<selector>[<window>]))``,
+or a whole expression using ``${window}`` that keeps the revision (and ``le``) labels.
+
+Batching: all rollouts that need the same template are answered by ONE query per tick:
+each rollout's expression (its namespace, its two revisions, its own window) is tagged
+with ``label_replace(..., "rollwise_group", "<i>", "", "")`` and the tagged parts are
+joined with ``or``. The tag keeps parts from colliding (the same revision name in two
+namespaces) and tells which rollout each sample belongs to. Each part also asks for the
+age of the newest sample and the counter resets in the last interval (tagged
+``rollwise_q``), so stale data and resets are told apart from healthy zeros in the
+same request.
+
+Metric names and labels: Knative queue-proxy up to 1.18 (``revision_app_request_*``,
+``namespace_name``/``revision_name``; ``pkg/queue/request_metric.go``), Knative 1.19+
+OpenTelemetry (``kn_serving_invocation_duration_seconds``; revision and namespace are
+resource attributes on ``target_info``, joined on job/instance), the KServe Python model
+server (``request_predict_seconds`` by ``model_name``; the revision comes from the pod
+name ``<revision>-deployment-...`` that Prometheus' Kubernetes discovery puts in ``pod``),
+and Istio (``istio_requests_total``, ``destination_workload`` = ``<revision>-deployment``).
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from dataclasses import dataclass
+from typing import Literal
+
+from controller.policy.durations import format_duration
+from controller.policy.model import DistributionCheck, LatencyCheck, RatioCheck
+
+Series = Literal["total", "errors", "latency", "histogram"]
+
+_POD_REVISION = '(.*)-deployment-.*'
+_WORKLOAD_REVISION = '(.*)-deployment'
+
+
+def _pod_relabel(inner: str, source: str = "pod", pattern: str = _POD_REVISION) -> str:
+    # "$$1" is string.Template for a literal "$1", the capture group label_replace inserts.
+    return f'label_replace({inner}, "revision", "$$1", "{source}", "{pattern}")'
+
+
+@dataclass(frozen=True)
+class Template:
+    """One PromQL template and the label that names the revision in its result."""
+
+    text: str
+    revision_label: str
+    histogram: bool
+    unit_scale: float = 1.0       # multiply bucket bounds by this to get seconds
+
+    @property
+    def is_selector(self) -> bool:
+        return "window" not in string.Template(self.text).get_identifiers()
+
+
+def _knative_legacy(kind: Series) -> Template | None:
+    sel = 'namespace_name="${namespace}", revision_name=~"${revision}"'
+    return {
+        "total": Template(f"revision_app_request_count{{{sel}}}", "revision_name", False),
+        "errors": Template(f'revision_app_request_count{{{sel}, response_code_class="5xx"}}',
+                           "revision_name", False),
+        "latency": Template(f"revision_app_request_latencies_bucket{{{sel}}}", "revision_name",
+                            True, 0.001),
+    }.get(kind)
+
+
+def _knative_otel(kind: Series) -> Template | None:
+    info = 'target_info{k8s_namespace_name="${namespace}", kn_revision_name=~"${revision}"}'
+
+    def joined(series: str, by: str) -> str:
+        return (f"sum by ({by}) (increase({series}[${{window}}]) * on (job, instance) "
+                f"group_left (kn_revision_name) {info})")
+
+    metric = "kn_serving_invocation_duration_seconds"
+    return {
+        "total": Template(joined(f"{metric}_count", "kn_revision_name"), "kn_revision_name",
+                          False),
+        "errors": Template(joined(f'{metric}_count{{http_response_status_code=~"5.."}}',
+                                  "kn_revision_name"), "kn_revision_name", False),
+        "latency": Template(joined(f"{metric}_bucket", "kn_revision_name, le"),
+                            "kn_revision_name", True),
+    }.get(kind)
+
+
+def _pod_histogram(metric: str) -> Template:
+    inner = (f'sum by (pod, le) (increase({metric}_bucket{{namespace="${{namespace}}", '
+             f'pod=~"(${{revision}})-deployment-.*"}}[${{window}}]))')
+    return Template(f"sum by (revision, le) ({_pod_relabel(inner)})", "revision", True)
+
+
+def _kserve_model_server(kind: Series) -> Template | None:
+    return _pod_histogram("request_predict_seconds") if kind == "latency" else None
+
+
+def _istio(kind: Series) -> Template | None:
+    sel = ('destination_workload_namespace="${namespace}", '
+           'destination_workload=~"(${revision})-deployment", reporter="destination"')
+
+    def per_revision(series: str, by: str) -> str:
+        inner = f"sum by ({by}) (increase({series}[${{window}}]))"
+        return f"sum by (revision{', le' if 'le' in by else ''}) " \
+               f"({_pod_relabel(inner, 'destination_workload', _WORKLOAD_REVISION)})"
+
+    return {
+        "total": Template(per_revision(f"istio_requests_total{{{sel}}}",
+                                       "destination_workload"), "revision", False),
+        "errors": Template(per_revision(f'istio_requests_total{{{sel}, response_code=~"5.."}}',
+                                        "destination_workload"), "revision", False),
+        "latency": Template(per_revision(f"istio_request_duration_milliseconds_bucket{{{sel}}}",
+                                         "destination_workload, le"), "revision", True, 0.001),
+    }.get(kind)
+
+
+PRESETS = {
+    "knative-queue-proxy": _knative_legacy,
+    "knative-otel": _knative_otel,
+    "kserve-model-server": _kserve_model_server,
+    "istio": _istio,
+}
+
+
+def templates_for(check: RatioCheck | LatencyCheck | DistributionCheck,
+                  preset: str) -> dict[Series, Template]:
+    """The templates one check needs: total and errors for a ratio, buckets otherwise."""
+    if isinstance(check, RatioCheck):
+        if check.query is not None:
+            return {"total": Template(check.query.total, check.query.revision_label, False),
+                    "errors": Template(check.query.errors, check.query.revision_label, False)}
+        total, errors = PRESETS[preset]("total"), PRESETS[preset]("errors")
+        assert total is not None and errors is not None  # the policy validated the preset
+        return {"total": total, "errors": errors}
+    if check.query is not None:
+        scale = {"seconds": 1.0, "milliseconds": 0.001, "none": 1.0}[check.query.unit]
+        return {"histogram": Template(check.query.buckets, check.query.revision_label, True,
+                                      scale)}
+    if isinstance(check, LatencyCheck):
+        latency = PRESETS[preset]("latency")
+        assert latency is not None
+        return {"histogram": latency}
+    return {"histogram": _pod_histogram(check.metric)}
+
+
+# --- batching ------------------------------------------------------------------------
+
+_SAFE_LABEL_VALUE = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+
+
+class UnsafeLabelValue(ValueError):
+    """A namespace or revision name that is not a Kubernetes name: never put in PromQL."""
+
+
+def check_label_value(value: str) -> str:
+    """Kubernetes names are DNS subdomains; anything else could inject PromQL."""
+    if not _SAFE_LABEL_VALUE.match(value):
+        raise UnsafeLabelValue(f"{value!r} is not a Kubernetes name; refusing to query it")
+    return value
+
+
+@dataclass(frozen=True)
+class Part:
+    """One rollout's share of a batched query."""
+
+    group: str
+    namespace: str
+    service: str
+    revisions: tuple[str, ...]
+    window_seconds: int
+    interval_seconds: int
+
+
+def _substitute(template: Template, part: Part, window: str) -> str:
+    regex = "|".join(re.escape(check_label_value(r)) for r in part.revisions)
+    return string.Template(template.text).substitute(
+        namespace=check_label_value(part.namespace), service=check_label_value(part.service),
+        revision=f"({regex})" if len(part.revisions) > 1 else regex, window=window)
+
+
+def _tag(expr: str, group: str, q: str) -> str:
+    return (f'label_replace(label_replace({expr}, "rollwise_group", "{group}", "", ""), '
+            f'"rollwise_q", "{q}", "", "")')
+
+
+def part_expression(template: Template, part: Part) -> str:
+    """The tagged value, freshness and reset expressions for one rollout."""
+    window = f"{max(part.window_seconds, 1)}s"
+    by = template.revision_label + (", le" if template.histogram else "")
+    if template.is_selector:
+        selector = _substitute(template, part, window)
+        value = f"sum by ({by}) (increase({selector}[{window}]))"
+        age = f"min by ({template.revision_label}) (time() - timestamp({selector}))"
+        resets = (f"sum by ({template.revision_label}) "
+                  f"(resets({selector}[{max(part.interval_seconds, 1)}s]))")
+        return " or ".join((_tag(value, part.group, "value"), _tag(age, part.group, "age"),
+                            _tag(resets, part.group, "resets")))
+    return _tag(_substitute(template, part, window), part.group, "value")
+
+
+def batched_query(template: Template, parts: list[Part]) -> str:
+    """ONE query answering every rollout that needs ``template``."""
+    return " or ".join(part_expression(template, part) for part in parts)
+
+
+def window_text(seconds: float) -> str:
+    from datetime import timedelta
+
+    return format_duration(timedelta(seconds=int(seconds)))

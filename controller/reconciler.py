@@ -1,0 +1,220 @@
+"""The reconciler: one pass over every managed InferenceService, reading like the story
+of a rollout.
+
+For each object: find its policy, read its state and what KServe says, judge the
+canary when its analysis is due, let the state machine decide, then write traffic and
+state together in one patch fenced by resourceVersion (on 409 do nothing: the next pass
+re-reads). Side effects (Events, metrics, logs) follow the committed write only.
+
+I/O through the protocols it is given (``InferenceServices``, ``Analyzer``,
+``EventRecorder``, ``GateEvaluator``), so tests run it on in-memory fakes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+import structlog
+
+from controller.events import EventRecorder
+from controller.policy.model import RolloutPolicy
+from controller.policystore import PolicyStore
+from controller.rollout.machine import GateResult, Judgement, Result, decide
+from controller.rollout.state import Phase, RolloutState
+from controller.telemetry import Telemetry
+from controller.traffic import Conflict, InferenceServices
+from controller.traffic.kserve import Managed, read_managed, rollout_patch
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class AnalysisRequest:
+    """What the analyzer needs to judge one rollout's current step."""
+
+    key: str
+    namespace: str
+    service: str
+    canary_revision: str
+    baseline_revision: str
+    step_started_at: datetime
+    policy: RolloutPolicy
+    closed_steps: tuple[Mapping[str, object], ...]
+    min_requests: int
+
+
+class Analyzer(Protocol):
+    def judge(self, requests: Sequence[AnalysisRequest], now: datetime) -> Mapping[str, Judgement]:
+        """One judgement per request key; batched so that load does not grow per rollout."""
+
+
+class GateEvaluator(Protocol):
+    def evaluate(self, managed: Managed, policy: RolloutPolicy) -> GateResult | None:
+        """The pre-rollout gate for the model being rolled out; None: not known yet."""
+
+
+class NoLineageGate:
+    """Used when no lineage backend is configured: a policy that asks for a pre-rollout
+    gate cannot be satisfied, so the model is blocked with a reason that says so."""
+
+    def evaluate(self, managed: Managed, policy: RolloutPolicy) -> GateResult | None:
+        return GateResult(False, "no lineage backend is configured to read the model's "
+                                 "evaluation (settings: mlmd)")
+
+
+@dataclass
+class Reconciler:
+    isvcs: InferenceServices
+    policies: PolicyStore
+    analyzer: Analyzer
+    events: EventRecorder
+    telemetry: Telemetry
+    gates: GateEvaluator = field(default_factory=NoLineageGate)
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now().astimezone())
+    is_leader: Callable[[], bool] = field(default=lambda: True)
+    _last_analysis: dict[str, datetime] = field(default_factory=dict)
+    _reported: dict[str, str] = field(default_factory=dict)
+
+    def run_once(self) -> None:
+        """One pass over every managed InferenceService."""
+        started = time.monotonic()
+        now = self.clock()
+        reload = self.policies.reload()
+        if reload.changed:
+            self.telemetry.policy_problems.set(len(reload.problems))
+        managed = [m for m in (read_managed(obj) for obj in self.isvcs.list()) if m is not None]
+        judgements = self._judge_due(managed, now)
+        phases: dict[str, int] = {}
+        for item in managed:
+            if not self.is_leader():
+                log.warning("lost leadership mid-pass; stopping")
+                return
+            state = self._reconcile(item, judgements.get(item.key), now)
+            if state is not None:
+                phases[state.phase] = phases.get(state.phase, 0) + 1
+        for phase_gauge in Phase:
+            self.telemetry.rollouts.labels(str(phase_gauge)).set(phases.get(phase_gauge, 0))
+        self.telemetry.reconcile_seconds.observe(time.monotonic() - started)
+        self.telemetry.last_tick.set(time.time())
+
+    # -- analysis -----------------------------------------------------------------------
+
+    def _judge_due(self, managed: Sequence[Managed], now: datetime) -> Mapping[str, Judgement]:
+        requests = []
+        for item in managed:
+            state, policy = item.state, self.policies.get(item.policy)
+            if state is None or policy is None or not state.phase.analysing:
+                continue
+            if state.revision is None or state.baseline_revision is None:
+                continue
+            last = self._last_analysis.get(item.key)
+            if last is not None and now - last < policy.spec.analysis.interval:
+                continue
+            requests.append(AnalysisRequest(
+                key=item.key, namespace=item.namespace, service=item.name,
+                canary_revision=state.revision, baseline_revision=state.baseline_revision,
+                step_started_at=state.step_started_at or state.phase_since, policy=policy,
+                closed_steps=state.closed_steps,
+                min_requests=policy.spec.min_requests(state.step)))
+        if not requests:
+            return {}
+        started = time.monotonic()
+        try:
+            judgements = dict(self.analyzer.judge(requests, now))
+        except Exception as err:  # a broken analyzer must never look like healthy data
+            log.error("analysis failed", error=str(err))
+            judgements = {r.key: Judgement("continue", f"analysis failed: {err}", missing=True)
+                          for r in requests}
+        self.telemetry.analysis_seconds.observe(time.monotonic() - started)
+        for request in requests:
+            self._last_analysis[request.key] = now
+            judgement = judgements.get(request.key)
+            if judgement is None:
+                judgements[request.key] = judgement = Judgement(
+                    "continue", "the analyzer returned nothing for this rollout", missing=True)
+            self.telemetry.decisions.labels(
+                "missing" if judgement.missing else judgement.outcome).inc()
+        return judgements
+
+    # -- one object ---------------------------------------------------------------------
+
+    def _report_once(self, item: Managed, key: str, reason: str, message: str) -> None:
+        """Problems that persist (missing policy, unreadable state) are reported once."""
+        if self._reported.get(item.key) == key:
+            return
+        self._reported[item.key] = key
+        log.error(message, namespace=item.namespace, name=item.name, reason=reason)
+        self.events.record(item.namespace, item.name, item.uid, key=f"{key}", reason=reason,
+                           message=message, warning=True, at=self.clock())
+
+    def _reconcile(self, item: Managed, judgement: Judgement | None,
+                   now: datetime) -> RolloutState | None:
+        bound = log.bind(namespace=item.namespace, name=item.name,
+                         revision=item.state.revision if item.state else None)
+        policy = self.policies.get(item.policy)
+        if policy is None:
+            problems = "; ".join(str(p) for p in self.policies.problems) or "no such policy"
+            self._report_once(item, f"policy-missing:{item.policy}:{problems}",
+                              "PolicyNotFound",
+                              f"policy {item.policy!r} is not loaded: {problems}")
+            return item.state
+        if item.state_error is not None:
+            self._report_once(item, f"state:{item.resource_version}", "StateUnreadable",
+                              f"{item.state_error}; not acting until it is fixed or removed")
+            return None
+        self._reported.pop(item.key, None)
+        gate = None
+        if (policy.spec.gates.pre_rollout is not None and item.state is not None
+                and item.state.phase == Phase.PENDING
+                and item.observation.spec_hash == item.state.spec_hash):
+            gate = self.gates.evaluate(item, policy)
+        result = decide(item.state, item.policy, policy.spec, item.observation, now,
+                        judgement=judgement, commands=item.commands, gate=gate)
+        dropped = [key for key, _ in item.bad_commands]
+        if not self._changed(item, result, dropped):
+            return result.state
+        assert result.state is not None
+        for key, why in item.bad_commands:
+            bound.warning("unreadable command dropped", annotation=key, error=why)
+        promoted = (result.state.phase == Phase.SUCCEEDED and
+                    (item.state is None or item.state.phase != Phase.SUCCEEDED))
+        patch = rollout_patch(
+            item, result.state, result.traffic, result.handled, dropped=dropped,
+            last_good={k: v for k, v in item.predictor.items() if k != "canaryTrafficPercent"}
+            if promoted else None)
+        if not self.is_leader():
+            return item.state
+        try:
+            self.isvcs.patch(item.namespace, item.name, patch)
+        except Conflict:
+            self.telemetry.conflicts.inc()
+            bound.info("object changed since read; retrying next pass")
+            return item.state
+        self._after_commit(item, result, bound)
+        return result.state
+
+    @staticmethod
+    def _changed(item: Managed, result: Result, dropped: Sequence[str]) -> bool:
+        return (result.state != item.state or result.traffic is not None
+                or bool(result.handled) or bool(dropped))
+
+    def _after_commit(self, item: Managed, result: Result,
+                      bound: structlog.typing.FilteringBoundLogger) -> None:
+        state = result.state
+        assert state is not None
+        for event in result.events:
+            self.telemetry.transitions.labels(event.reason).inc()
+            key = f"{state.id}:{event.reason}:{state.step}:{state.phase_since.isoformat()}"
+            self.events.record(item.namespace, item.name, item.uid, key=key,
+                               reason=event.reason, message=event.message,
+                               warning=event.warning, at=state.phase_since)
+            (bound.warning if event.warning else bound.info)(
+                event.message, reason=event.reason, phase=str(state.phase), step=state.step,
+                rollout=state.id, revision=state.revision)
+        if result.traffic is not None:
+            bound.info("traffic written", action=type(result.traffic).__name__,
+                       rollout=state.id, phase=str(state.phase))

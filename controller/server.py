@@ -1,0 +1,129 @@
+"""The controller's HTTP faces: /healthz, /readyz and /metrics on plain HTTP, and the
+admission webhook (/mutate) on TLS, as the API server only calls webhooks over HTTPS.
+
+I/O, thin: each route is a function from (method, path, headers, body) to a response;
+the logic lives in the modules the routes call (``webhook``, ``telemetry``).
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import structlog
+
+log = structlog.get_logger(__name__)
+MAX_BODY = 1 << 20
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    path: str
+    headers: Mapping[str, str]
+    body: bytes
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    body: bytes = b""
+    content_type: str = "text/plain; charset=utf-8"
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def json(cls, status: int, payload: object) -> Response:
+        return cls(status, json.dumps(payload).encode(), "application/json")
+
+
+Route = Callable[[Request], Response]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"
+
+    def _serve(self) -> None:
+        path = self.path.split("?", 1)[0]
+        route = self.server.routes.get((self.command, path))
+        if route is None:
+            known = {p for _, p in self.server.routes}
+            self._send(Response(405 if path in known else 404, b"not found\n"))
+            return
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_BODY:
+            self._send(Response(413, b"request body too large\n"))
+            return
+        body = self.rfile.read(length) if length else b""
+        try:
+            response = route(Request(self.command, path, dict(self.headers.items()), body))
+        except Exception as err:  # one bad request must not take the server down
+            log.error("request failed", path=path, error=str(err))
+            response = Response(500, b"internal error\n")
+        self._send(response)
+
+    do_GET = _serve
+    do_POST = _serve
+
+    def _send(self, response: Response) -> None:
+        self.send_response(response.status)
+        self.send_header("Content-Type", response.content_type)
+        self.send_header("Content-Length", str(len(response.body)))
+        for name, value in response.headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(response.body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        return  # access logs would drown the controller's own lines
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], routes: Mapping[tuple[str, str], Route]) -> None:
+        self.routes = dict(routes)
+        super().__init__(address, _Handler)
+
+
+@dataclass
+class HttpServer:
+    """One listener with its routes; TLS when a certificate is given."""
+
+    address: str
+    routes: Mapping[tuple[str, str], Route]
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    _server: _Server | None = None
+    _thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.server_address[1])
+
+    def start(self) -> None:
+        host, _, port = self.address.rpartition(":")
+        self._server = _Server((host, int(port)), self.routes)
+        if self.cert_file is not None and self.key_file is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.minimum_version = ssl.TLSVersion.TLSv1_2
+            context.load_cert_chain(str(self.cert_file), str(self.key_file))
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True,
+                                        name=f"http-{self.address}")
+        self._thread.start()
+        log.info("listening", address=f"{host}:{self.port}",
+                 tls=self.cert_file is not None, routes=sorted(p for _, p in self.routes))
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)

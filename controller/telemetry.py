@@ -1,0 +1,53 @@
+"""The controller's own Prometheus metrics, served on /metrics.
+
+Names are a contract: the Grafana dashboard and the alert rules in ``deploy/`` use them,
+and a test checks that every metric they use is defined here. One registry per
+process (no global default registry), so tests can create their own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+PHASES = ("Pending", "Blocked", "WaitingReady", "Progressing", "Paused", "Promoting",
+          "RollingBack", "Succeeded", "Failed", "Aborted", "Superseded")
+
+
+@dataclass
+class Telemetry:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.rollouts = Gauge("rollwise_rollouts", "Managed InferenceServices by rollout phase.",
+                              ["phase"], registry=r)
+        self.transitions = Counter("rollwise_transitions_total",
+                                   "Rollout transitions, by Kubernetes Event reason.",
+                                   ["reason"], registry=r)
+        self.decisions = Counter("rollwise_analysis_verdicts_total",
+                                 "Analysis verdicts by outcome (pass, fail, continue, "
+                                 "missing).", ["outcome"], registry=r)
+        self.analysis_seconds = Histogram("rollwise_analysis_duration_seconds",
+                                          "Time to query and judge one tick of all rollouts.",
+                                          registry=r)
+        self.reconcile_seconds = Histogram("rollwise_reconcile_duration_seconds",
+                                           "Time for one reconcile pass.", registry=r)
+        self.api_errors = Counter("rollwise_kubernetes_api_errors_total",
+                                  "Failed Kubernetes API calls, by verb.", ["verb"], registry=r)
+        self.conflicts = Counter("rollwise_write_conflicts_total",
+                                 "Writes refused with 409 (object changed since read).",
+                                 registry=r)
+        self.query_errors = Counter("rollwise_metric_query_errors_total",
+                                    "Failed or unusable metric queries, by quality.",
+                                    ["quality"], registry=r)
+        self.policy_problems = Gauge("rollwise_policy_problems",
+                                     "Problems in the policy directory (0 when all are valid).",
+                                     registry=r)
+        self.leader = Gauge("rollwise_leader", "1 while this replica holds the leader lease.",
+                            registry=r)
+        self.last_tick = Gauge("rollwise_last_reconcile_timestamp_seconds",
+                               "When the last reconcile pass finished.", registry=r)
+        for phase in PHASES:
+            self.rollouts.labels(phase)

@@ -1,0 +1,180 @@
+"""KServe serverless traffic as the controller reads and writes it.
+
+Pure: turns an InferenceService (a dict, as the API returns it) into an
+``Observation`` and a managed object, and builds the one merge patch that carries
+both the traffic change and the new rollout state. The facts, from KServe's
+``ksvc_reconciler.go`` and ``PropagateStatus`` (``inference_service_status.go``):
+
+- ``spec.predictor.canaryTrafficPercent`` P with a rolled-out revision present:
+  P% to the latest ready revision, 100-P to ``latestRolledoutRevision`` (tag prev);
+- absent (or 100): everything to the latest ready revision, which then becomes
+  the rolled-out one — so removing the field promotes (a merge patch with null:
+  ``KServeClient.patch`` cannot remove it);
+- 0: everything to ``latestRolledoutRevision`` (rollback);
+- ``status.observedGeneration`` is copied from the Knative Service (kserve#6081):
+  never used here; revisions are tracked by name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from kserve import constants
+
+from controller.rollout.machine import Promote, RollBack, SetCanary, TrafficAction
+from controller.rollout.state import (
+    COMMAND_ANNOTATION_PREFIX,
+    POLICY_ANNOTATION,
+    STATE_ANNOTATION,
+    Command,
+    Observation,
+    RolloutState,
+    TrafficTarget,
+)
+
+GROUP = constants.KSERVE_GROUP
+VERSION = constants.KSERVE_V1BETA1_VERSION
+PLURAL = constants.KSERVE_PLURAL_INFERENCESERVICE
+LAST_GOOD_ANNOTATION = "rollwise.io/last-good-predictor"
+
+
+def predictor_hash(predictor: Mapping[str, Any]) -> str:
+    """What identifies a model version: the predictor spec without the traffic field."""
+    material = {k: v for k, v in predictor.items() if k != "canaryTrafficPercent"}
+    return hashlib.sha256(json.dumps(material, sort_keys=True, separators=(",", ":"))
+                          .encode()).hexdigest()[:32]
+
+
+def storage_uri(predictor: Mapping[str, Any]) -> str:
+    """The model's URI, wherever the predictor keeps it (model format or framework key)."""
+    for value in predictor.values():
+        if isinstance(value, Mapping) and isinstance(value.get("storageUri"), str):
+            return str(value["storageUri"])
+    uri = predictor.get("storageUri")
+    return uri if isinstance(uri, str) else ""
+
+
+def _condition_failure(status: Mapping[str, Any]) -> str | None:
+    for condition in status.get("conditions") or ():
+        if condition.get("type") in ("LatestDeploymentReady", "PredictorReady") and (
+                condition.get("status") == "False"):
+            reason = condition.get("reason") or "NotReady"
+            message = condition.get("message") or ""
+            return f"{reason}: {message}".rstrip(": ")
+    return None
+
+
+def observe(isvc: Mapping[str, Any]) -> Observation:
+    """What KServe says about this InferenceService now."""
+    spec = isvc.get("spec") or {}
+    predictor = spec.get("predictor") or {}
+    status = isvc.get("status") or {}
+    component = (status.get("components") or {}).get("predictor") or {}
+    percent = predictor.get("canaryTrafficPercent")
+    traffic = tuple(
+        TrafficTarget(revision=str(t.get("revisionName", "")), percent=int(t.get("percent") or 0),
+                      latest=bool(t.get("latestRevision", False)), tag=t.get("tag"))
+        for t in component.get("traffic") or ()
+    )
+    return Observation(
+        spec_hash=predictor_hash(predictor),
+        storage_uri=storage_uri(predictor),
+        canary_percent=None if percent is None else int(percent),
+        latest_created=component.get("latestCreatedRevision"),
+        latest_ready=component.get("latestReadyRevision"),
+        latest_rolled_out=component.get("latestRolledoutRevision"),
+        previous_rolled_out=component.get("previousRolledoutRevision"),
+        revision_failure=_condition_failure(status),
+        traffic=traffic,
+    )
+
+
+@dataclass(frozen=True)
+class Managed:
+    """One InferenceService that opted in, with everything read from it."""
+
+    namespace: str
+    name: str
+    uid: str
+    resource_version: str
+    policy: str
+    observation: Observation
+    state: RolloutState | None
+    state_error: str | None                 # an unreadable state annotation, reported
+    commands: tuple[Command, ...]
+    bad_commands: tuple[tuple[str, str], ...]   # (annotation key, why) — reported, then dropped
+    predictor: Mapping[str, Any]
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+def read_managed(isvc: Mapping[str, Any]) -> Managed | None:
+    """The managed view of an InferenceService, or None when it did not opt in."""
+    meta = isvc.get("metadata") or {}
+    annotations: Mapping[str, str] = meta.get("annotations") or {}
+    policy = annotations.get(POLICY_ANNOTATION)
+    if not policy:
+        return None
+    state, state_error = None, None
+    if STATE_ANNOTATION in annotations:
+        try:
+            state = RolloutState.from_json(annotations[STATE_ANNOTATION])
+        except ValueError as err:
+            state_error = str(err)
+    commands, bad = [], []
+    for key, value in annotations.items():
+        if key.startswith(COMMAND_ANNOTATION_PREFIX):
+            try:
+                commands.append(Command.from_json(value))
+            except (ValueError, KeyError, TypeError) as err:
+                bad.append((key, f"{type(err).__name__}: {err}"))
+    return Managed(
+        namespace=meta.get("namespace", ""), name=meta.get("name", ""), uid=meta.get("uid", ""),
+        resource_version=meta.get("resourceVersion", ""), policy=policy,
+        observation=observe(isvc), state=state, state_error=state_error,
+        commands=tuple(commands), bad_commands=tuple(bad),
+        predictor=(isvc.get("spec") or {}).get("predictor") or {},
+    )
+
+
+def command_annotation(command_id: str) -> str:
+    return f"{COMMAND_ANNOTATION_PREFIX}{command_id}"
+
+
+def rollout_patch(
+    managed: Managed,
+    state: RolloutState,
+    traffic: TrafficAction | None,
+    handled: Sequence[str] = (),
+    *,
+    dropped: Sequence[str] = (),
+    last_good: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One JSON merge patch: traffic, state and consumed commands together, fenced by the
+    resourceVersion read, so a stale controller's write fails with 409 instead of acting."""
+    annotations: dict[str, str | None] = {STATE_ANNOTATION: state.to_json()}
+    for command_id in handled:
+        annotations[command_annotation(command_id)] = None
+    for key in dropped:
+        annotations[key] = None
+    if last_good is not None:
+        annotations[LAST_GOOD_ANNOTATION] = json.dumps(last_good, sort_keys=True)
+    patch: dict[str, Any] = {
+        "metadata": {"resourceVersion": managed.resource_version, "annotations": annotations},
+    }
+    predictor: dict[str, Any] = {}
+    if isinstance(traffic, SetCanary):
+        predictor["canaryTrafficPercent"] = traffic.percent
+    elif isinstance(traffic, Promote):
+        predictor["canaryTrafficPercent"] = None
+    elif isinstance(traffic, RollBack):
+        predictor["canaryTrafficPercent"] = 0
+    if predictor:
+        patch["spec"] = {"predictor": predictor}
+    return patch

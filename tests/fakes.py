@@ -1,0 +1,81 @@
+"""In-memory fakes of the controller's adapters, shared by the unit tests."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from controller.reconciler import AnalysisRequest
+from controller.rollout.machine import Judgement
+from controller.traffic import Conflict
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch, as the API server applies it."""
+    if not isinstance(patch, Mapping):
+        return copy.deepcopy(patch)
+    result = dict(target) if isinstance(target, Mapping) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result
+
+
+class FakeInferenceServices:
+    """Objects in memory with resourceVersion checks, recording every patch sent."""
+
+    def __init__(self, *objects: dict[str, Any]) -> None:
+        self.objects = {(o["metadata"]["namespace"], o["metadata"]["name"]): o for o in objects}
+        self.patches: list[tuple[str, str, Mapping[str, Any]]] = []
+        self.conflict_next = False
+
+    def list(self) -> list[Mapping[str, Any]]:
+        return [copy.deepcopy(o) for o in self.objects.values()]
+
+    def get(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        obj = self.objects.get((namespace, name))
+        return copy.deepcopy(obj) if obj else None
+
+    def patch(self, namespace: str, name: str, patch: Mapping[str, Any]) -> Mapping[str, Any]:
+        current = self.objects[(namespace, name)]
+        wanted = (patch.get("metadata") or {}).get("resourceVersion")
+        if self.conflict_next or (wanted and wanted != current["metadata"]["resourceVersion"]):
+            self.conflict_next = False
+            raise Conflict("stale")
+        self.patches.append((namespace, name, copy.deepcopy(dict(patch))))
+        updated = merge_patch(current, patch)
+        updated["metadata"]["resourceVersion"] = str(int(current["metadata"]
+                                                         ["resourceVersion"]) + 1)
+        self.objects[(namespace, name)] = updated
+        return copy.deepcopy(updated)
+
+
+class FakeAnalyzer:
+    def __init__(self, judgement: Judgement | None = None) -> None:
+        self.judgement = judgement
+        self.requests: list[AnalysisRequest] = []
+
+    def judge(self, requests: Sequence[AnalysisRequest],
+              now: datetime) -> Mapping[str, Judgement]:
+        self.requests += requests
+        if self.judgement is None:
+            return {}
+        return {r.key: self.judgement for r in requests}
+
+
+class FakeEvents:
+    def __init__(self) -> None:
+        self.recorded: list[dict[str, Any]] = []
+        self._keys: set[str] = set()
+
+    def record(self, namespace: str, name: str, uid: str, *, key: str, reason: str,
+               message: str, warning: bool, at: datetime) -> None:
+        if key in self._keys:
+            return
+        self._keys.add(key)
+        self.recorded.append({"name": name, "reason": reason, "message": message,
+                              "warning": warning})

@@ -1,0 +1,154 @@
+"""The reconciler on in-memory fakes: the exact patch it sends, and what it refuses to do."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from controller.policystore import PolicyStore
+from controller.reconciler import Reconciler
+from controller.rollout.machine import Judgement
+from controller.rollout.state import STATE_ANNOTATION, RolloutState
+from controller.telemetry import Telemetry
+from controller.traffic.kserve import predictor_hash
+from tests.fakes import FakeAnalyzer, FakeEvents, FakeInferenceServices
+
+ROOT = Path(__file__).resolve().parents[2]
+T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+
+
+def isvc(uri: str, percent: int | None, *, rolled_out: str = "churn-predictor-00001",
+         created: str = "churn-predictor-00001", ready: str | None = None,
+         state: RolloutState | None = None, policy: str = "fast") -> dict[str, Any]:
+    predictor: dict[str, Any] = {"model": {"modelFormat": {"name": "sklearn"},
+                                           "storageUri": uri}}
+    if percent is not None:
+        predictor["canaryTrafficPercent"] = percent
+    annotations = {"rollwise.io/policy": policy}
+    if state is not None:
+        annotations[STATE_ANNOTATION] = state.to_json()
+    return {
+        "metadata": {"namespace": "models", "name": "churn", "uid": "u1",
+                     "resourceVersion": "10", "annotations": annotations},
+        "spec": {"predictor": predictor},
+        "status": {"components": {"predictor": {
+            "latestCreatedRevision": created, "latestReadyRevision": ready or created,
+            "latestRolledoutRevision": rolled_out,
+            "traffic": [{"revisionName": ready or created, "percent": 100,
+                         "latestRevision": True}]}}},
+    }
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> PolicyStore:
+    (tmp_path / "fast.yaml").write_text((ROOT / "policies" / "fast.yaml").read_text())
+    return PolicyStore(tmp_path)
+
+
+def make(store: PolicyStore, isvcs: FakeInferenceServices, judgement: Judgement | None = None,
+         now: datetime = T0) -> tuple[Reconciler, FakeEvents, FakeAnalyzer]:
+    events, analyzer = FakeEvents(), FakeAnalyzer(judgement)
+    reconciler = Reconciler(isvcs=isvcs, policies=store, analyzer=analyzer, events=events,
+                            telemetry=Telemetry(), clock=lambda: now)
+    return reconciler, events, analyzer
+
+
+def progressing_state() -> RolloutState:
+    obj = isvc("s3://m/v2", 10, created="churn-predictor-00002")
+    from controller.rollout.state import Phase
+
+    return RolloutState(
+        id="r1", policy="fast", spec_hash=predictor_hash(obj["spec"]["predictor"]),
+        phase=Phase.PROGRESSING, started_at=T0, phase_since=T0, storage_uri="s3://m/v2",
+        baseline_revision="churn-predictor-00001", known_revision="churn-predictor-00001",
+        revision="churn-predictor-00002", step=0, step_started_at=T0, expected_percent=10)
+
+
+def test_unguarded_deploy_is_pulled_back_with_state_in_one_fenced_patch(
+        store: PolicyStore) -> None:
+    adopted = isvc("s3://m/v1", None)
+    isvcs = FakeInferenceServices(adopted)
+    reconciler, events, _ = make(store, isvcs)
+    reconciler.run_once()  # adopt v1
+    obj = isvcs.objects[("models", "churn")]
+    obj["spec"]["predictor"]["model"]["storageUri"] = "s3://m/v2"  # deploy without a percent
+    reconciler.run_once()
+    namespace, name, patch = isvcs.patches[-1]
+    assert (namespace, name) == ("models", "churn")
+    assert patch["metadata"]["resourceVersion"] == "11"
+    assert patch["spec"] == {"predictor": {"canaryTrafficPercent": 10}}
+    state = json.loads(patch["metadata"]["annotations"][STATE_ANNOTATION])
+    assert state["phase"] == "Pending" and state["expected_percent"] == 10
+    assert {"RolloutStarted", "UnguardedDeploy"} <= {e["reason"] for e in events.recorded}
+
+
+def test_passing_step_advances_with_exact_patch(store: PolicyStore) -> None:
+    obj = isvc("s3://m/v2", 10, created="churn-predictor-00002", state=progressing_state())
+    isvcs = FakeInferenceServices(obj)
+    now = T0 + timedelta(minutes=3)
+    reconciler, events, analyzer = make(store, isvcs, Judgement("pass", "fine", counts={"a": 1}),
+                                        now)
+    reconciler.run_once()
+    assert analyzer.requests[0].canary_revision == "churn-predictor-00002"
+    assert analyzer.requests[0].min_requests == 300
+    (_, _, patch), = isvcs.patches
+    assert patch["spec"] == {"predictor": {"canaryTrafficPercent": 50}}
+    state = json.loads(patch["metadata"]["annotations"][STATE_ANNOTATION])
+    assert (state["step"], state["phase"], state["closed_steps"]) == (1, "Progressing", [{"a": 1}])
+    assert events.recorded[-1]["reason"] == "StepAdvanced"
+
+
+def test_a_409_writes_nothing_else_and_records_no_event(store: PolicyStore) -> None:
+    obj = isvc("s3://m/v2", 10, created="churn-predictor-00002", state=progressing_state())
+    isvcs = FakeInferenceServices(obj)
+    isvcs.conflict_next = True
+    reconciler, events, _ = make(store, isvcs, Judgement("fail", "bad"),
+                                 T0 + timedelta(minutes=3))
+    reconciler.run_once()
+    assert isvcs.patches == [] and events.recorded == []
+    assert reconciler.telemetry.conflicts._value.get() == 1  # type: ignore[attr-defined]
+
+
+def test_missing_policy_is_reported_once_and_nothing_is_written(store: PolicyStore) -> None:
+    isvcs = FakeInferenceServices(isvc("s3://m/v1", None, policy="nope"))
+    reconciler, events, _ = make(store, isvcs)
+    reconciler.run_once()
+    reconciler.run_once()
+    assert isvcs.patches == []
+    assert [e["reason"] for e in events.recorded] == ["PolicyNotFound"]
+
+
+def test_unreadable_state_is_never_overwritten(store: PolicyStore) -> None:
+    obj = isvc("s3://m/v2", 10)
+    obj["metadata"]["annotations"][STATE_ANNOTATION] = "{not json"
+    isvcs = FakeInferenceServices(obj)
+    reconciler, events, _ = make(store, isvcs)
+    reconciler.run_once()
+    assert isvcs.patches == [] and events.recorded[0]["reason"] == "StateUnreadable"
+
+
+def test_an_invalid_policy_edit_keeps_the_last_good_version(store: PolicyStore) -> None:
+    assert store.reload().changed
+    path = store.directory / "fast.yaml"
+    path.write_text(path.read_text().replace("alpha: 0.05", "alpha: 7"))
+    reload = store.reload()
+    assert reload.kept_stale == ("fast",) and reload.problems
+    policy = store.get("fast")
+    assert policy is not None and policy.spec.analysis.alpha == 0.05
+
+
+def test_analysis_runs_at_the_policy_interval_not_every_pass(store: PolicyStore) -> None:
+    obj = isvc("s3://m/v2", 10, created="churn-predictor-00002", state=progressing_state())
+    isvcs = FakeInferenceServices(obj)
+    clock = [T0]
+    events, analyzer = FakeEvents(), FakeAnalyzer(Judgement("continue", "wait"))
+    reconciler = Reconciler(isvcs=isvcs, policies=store, analyzer=analyzer, events=events,
+                            telemetry=Telemetry(), clock=lambda: clock[0])
+    for seconds in (0, 10, 20, 31):
+        clock[0] = T0 + timedelta(seconds=seconds)
+        reconciler.run_once()
+    assert len(analyzer.requests) == 2  # fast.yaml: interval 30s
