@@ -23,7 +23,8 @@ import structlog
 from controller.events import EventRecorder
 from controller.policy.model import RolloutPolicy
 from controller.policystore import PolicyStore
-from controller.rollout.machine import GateResult, Judgement, Result, decide
+from controller.rollout.machine import Event, GateResult, Judgement, Result, decide
+from controller.rollout.snapshot import RolloutSnapshot
 from controller.rollout.state import Phase, RolloutState
 from controller.telemetry import Telemetry
 from controller.traffic import Conflict, InferenceServices
@@ -76,6 +77,10 @@ class Reconciler:
     gates: GateEvaluator = field(default_factory=NoLineageGate)
     clock: Callable[[], datetime] = field(default=lambda: datetime.now().astimezone())
     is_leader: Callable[[], bool] = field(default=lambda: True)
+    # Side effects that follow a committed transition (notifier, lineage worker). Each
+    # must return at once and make its record match the snapshot (idempotent).
+    observers: Sequence[Callable[[RolloutSnapshot], None]] = ()
+    _caught_up: bool = False
     _last_analysis: dict[str, datetime] = field(default_factory=dict)
     _reported: dict[str, str] = field(default_factory=dict)
 
@@ -88,6 +93,13 @@ class Reconciler:
             self.telemetry.policy_problems.set(len(reload.problems))
         managed = [m for m in (read_managed(obj) for obj in self.isvcs.list()) if m is not None]
         judgements = self._judge_due(managed, now)
+        if not self._caught_up:
+            # After a (re)start, side effects missed during an outage or a crash are caught
+            # up from the committed state of every rollout.
+            for item in managed:
+                if item.state is not None:
+                    self._observe(item, item.state, ())
+            self._caught_up = True
         phases: dict[str, int] = {}
         for item in managed:
             if not self.is_leader():
@@ -218,3 +230,15 @@ class Reconciler:
         if result.traffic is not None:
             bound.info("traffic written", action=type(result.traffic).__name__,
                        rollout=state.id, phase=str(state.phase))
+        self._observe(item, state, result.events)
+
+    def _observe(self, item: Managed, state: RolloutState,
+                 events: Sequence[Event]) -> None:
+        snapshot = RolloutSnapshot(item.namespace, item.name, item.uid, item.policy, state,
+                                   item.url, tuple(events))
+        for observer in self.observers:
+            try:
+                observer(snapshot)
+            except Exception as err:  # a side effect never blocks a decision
+                log.error("side effect failed", observer=repr(observer), error=str(err),
+                          namespace=item.namespace, name=item.name)

@@ -20,11 +20,12 @@ import click
 from kubernetes import config
 from kubernetes.client.exceptions import ApiException
 
+from controller.commands import submit_command
 from controller.kube import KubeConfigError, current_user
 from controller.rollout.state import Command, CommandAction, Phase
 from controller.traffic import Conflict
 from controller.traffic.client import KubeInferenceServices
-from controller.traffic.kserve import command_annotation, read_managed
+from controller.traffic.kserve import read_managed
 from controller.traffic.kserve import storage_uri as predictor_storage_uri
 
 
@@ -172,9 +173,8 @@ def _send(action: CommandAction, ref: str, kubeconfig: Path | None, context: str
     command = Command(id=uuid.uuid4().hex[:12], action=action, by=who, at=datetime.now(UTC),
                       via="cli", rollout=state.id if state else None, step=step,
                       reason=reason)
-    patch = {"metadata": {"annotations": {command_annotation(command.id): command.to_json()}}}
     try:
-        target.isvcs.patch(ns, name, patch)
+        submit_command(target.isvcs, ns, name, command)
     except ApiException as err:
         raise _api_error(err, f"cannot annotate {ns}/{name}") from err
     click.echo(f"{action} requested for {ns}/{name} by {who} (command {command.id}); "

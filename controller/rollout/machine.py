@@ -32,6 +32,7 @@ from controller.rollout.state import (
     PauseReason,
     Phase,
     RolloutState,
+    StepVerdict,
 )
 
 MAX_HANDLED_COMMANDS = 50
@@ -153,6 +154,7 @@ def _new_model(previous: RolloutState | None, policy_name: str, policy: PolicySp
     state = RolloutState(
         id=rollout_id, policy=policy_name, spec_hash=obs.spec_hash, phase=Phase.PENDING,
         started_at=now, phase_since=now, storage_uri=obs.storage_uri,
+        baseline_storage_uri=_stable_uri(previous),
         baseline_revision=obs.latest_rolled_out,
         known_revision=(previous.revision if previous is not None and previous.revision
                         else obs.latest_rolled_out),
@@ -165,6 +167,15 @@ def _new_model(previous: RolloutState | None, policy_name: str, policy: PolicySp
                             "predictor changed without canaryTrafficPercent (admission webhook "
                             f"down?); pulled back to {start_percent}%", warning=True))
     return Result(state, traffic, tuple(events))
+
+
+def _stable_uri(previous: RolloutState | None) -> str | None:
+    """The model that serves as stable while a new one rolls out."""
+    if previous is None:
+        return None
+    if previous.phase == Phase.SUCCEEDED:
+        return previous.storage_uri or None
+    return previous.baseline_storage_uri
 
 
 class _Tick:
@@ -246,11 +257,13 @@ class _Tick:
             return self._retry(cmd, handled)
         if state.phase.terminal:
             return ignored(f"the rollout has ended ({state.phase})")
+        if state.phase in (Phase.PROMOTING, Phase.ROLLING_BACK):
+            # Once promotion is written, lowering the percent without a spec change makes
+            # KServe roll back to the revision before the stable one: deploy again instead.
+            return ignored(f"the rollout is already {state.phase}")
         if cmd.action == "abort":
             return self._roll_back(f"aborted by {who}" + (f": {cmd.reason}" if cmd.reason else ""),
                                    kind="aborted", ending=Phase.ABORTED, handled=handled)
-        if state.phase in (Phase.PROMOTING, Phase.ROLLING_BACK):
-            return ignored(f"the rollout is already {state.phase}")
         if cmd.action == "promote":
             if self.obs.latest_ready is None or self.obs.latest_ready != state.revision:
                 return ignored("the canary revision is not ready")
@@ -394,6 +407,8 @@ class _Tick:
         state, now, policy = self.state, self.now, self.policy
         verdict_line = "" if judgement is None else f"{judgement.outcome}: {judgement.reason}"
         if judgement is not None and judgement.outcome == "fail":
+            self.state = state.evolve(verdicts=(*state.verdicts, StepVerdict(
+                state.step, "fail", judgement.reason, now)), last_verdict=verdict_line)
             return self._roll_back(f"analysis failed at step {state.step + 1} "
                                    f"({self._weight(state.step)}%): {judgement.reason}")
         if state.phase == Phase.PAUSED:
@@ -428,7 +443,9 @@ class _Tick:
         return self._note(last_verdict=verdict_line, missing_since=None)
 
     def _step_passed(self, judgement: Judgement, verdict_line: str) -> Result:
-        state, now = self.state.evolve(last_verdict=verdict_line, missing_since=None), self.now
+        now = self.now
+        state = self.state.evolve(last_verdict=verdict_line, missing_since=None, verdicts=(
+            *self.state.verdicts, StepVerdict(self.state.step, "pass", judgement.reason, now)))
         self.state = state
         step = self.policy.steps[state.step]
         passed = f"step {state.step + 1} ({step.weight}%) passed: {judgement.reason}"

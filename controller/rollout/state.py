@@ -77,6 +77,16 @@ class Approval:
 
 
 @dataclass(frozen=True)
+class StepVerdict:
+    """The analysis verdict that closed a step (passed) or ended the rollout (failed)."""
+
+    step: int
+    outcome: str
+    reason: str
+    at: datetime
+
+
+@dataclass(frozen=True)
 class Decision:
     """The last thing the controller decided and why (shown by `rollwise status`)."""
 
@@ -96,6 +106,7 @@ class RolloutState:
     started_at: datetime
     phase_since: datetime
     storage_uri: str = ""
+    baseline_storage_uri: str | None = None  # the stable model's URI, for lineage
     baseline_revision: str | None = None   # the stable revision the canary is judged against
     known_revision: str | None = None      # latestCreatedRevision when the rollout began
     revision: str | None = None            # the canary revision, once KServe created it
@@ -104,6 +115,7 @@ class RolloutState:
     expected_percent: int | None = None    # what Rollwise last set; anything else is a hand edit
     pause: Pause | None = None
     approvals: tuple[Approval, ...] = ()
+    verdicts: tuple[StepVerdict, ...] = ()
     missing_since: datetime | None = None
     last_verdict: str = ""                 # outcome: one-line reason
     last_decision: Decision | None = None
@@ -165,6 +177,7 @@ def _decode_state(raw: dict[str, Any]) -> RolloutState:
         started_at=_required_time(raw["started_at"]),
         phase_since=_required_time(raw["phase_since"]),
         storage_uri=str(raw.get("storage_uri", "")),
+        baseline_storage_uri=raw.get("baseline_storage_uri"),
         baseline_revision=raw.get("baseline_revision"),
         known_revision=raw.get("known_revision"),
         revision=raw.get("revision"),
@@ -177,6 +190,9 @@ def _decode_state(raw: dict[str, Any]) -> RolloutState:
             reminded_at=_time(pause.get("reminded_at"))),
         approvals=tuple(Approval(step=int(a["step"]), by=str(a["by"]), via=str(a["via"]),
                                  at=_required_time(a["at"])) for a in raw.get("approvals", ())),
+        verdicts=tuple(StepVerdict(step=int(v["step"]), outcome=str(v["outcome"]),
+                                   reason=str(v["reason"]), at=_required_time(v["at"]))
+                       for v in raw.get("verdicts", ())),
         missing_since=_time(raw.get("missing_since")),
         last_verdict=str(raw.get("last_verdict", "")),
         last_decision=None if decision is None else Decision(

@@ -108,6 +108,7 @@ class Managed:
     commands: tuple[Command, ...]
     bad_commands: tuple[tuple[str, str], ...]   # (annotation key, why) — reported, then dropped
     predictor: Mapping[str, Any]
+    url: str | None = None
 
     @property
     def key(self) -> str:
@@ -140,6 +141,7 @@ def read_managed(isvc: Mapping[str, Any]) -> Managed | None:
         observation=observe(isvc), state=state, state_error=state_error,
         commands=tuple(commands), bad_commands=tuple(bad),
         predictor=(isvc.get("spec") or {}).get("predictor") or {},
+        url=(isvc.get("status") or {}).get("url"),
     )
 
 

@@ -286,6 +286,14 @@ def test_commands(action: str, phase: Phase, expect: type) -> None:
     assert result.handled == ("x",)
 
 
+def test_abort_after_promotion_was_written_is_ignored() -> None:
+    """Found by the property test below: KServe would roll back past the stable revision."""
+    promoting = progressing(step=3).evolve(phase=Phase.PROMOTING, expected_percent=None)
+    result = decide(promoting, "p", POLICY, canary_obs(50), T0,
+                    commands=[Command("a", "abort", "x", T0)])
+    assert result.traffic is None and result.events[0].reason == "CommandIgnored"
+
+
 def test_retry_after_failure_restarts_from_the_first_step() -> None:
     failed = progressing().evolve(phase=Phase.FAILED, expected_percent=0)
     result = decide(failed, "p", POLICY, canary_obs(0), T0 + timedelta(hours=1),

@@ -1,0 +1,410 @@
+"""The simulated control plane behaves like a real cluster, and never outlives its test.
+
+RBAC, CRD validation and optimistic concurrency are checked through the
+`kubernetes` client against the session's kube-apiserver; start-up failures,
+teardown and a dying etcd are checked on control planes started by the test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import re
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import urllib3
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from simulations.kube import build, controlplane
+from simulations.kube.build import Binaries
+from simulations.kube.controlplane import (
+    Cluster,
+    ControlPlane,
+    ControlPlaneError,
+    update_with_retry,
+)
+from simulations.kube.processes import is_running
+
+GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
+TIMEOUT = (5.0, 15.0)  # every call in these tests is bounded
+
+
+def _isvc(name: str, **predictor: Any) -> dict[str, Any]:
+    model = {"modelFormat": {"name": "sklearn"}, "storageUri": "gs://models/iris"}
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "InferenceService",
+        "metadata": {"name": name},
+        "spec": {"predictor": {"model": model, **predictor}},
+    }
+
+
+@pytest.fixture
+def namespace(admin_api: client.ApiClient) -> str:
+    """A fresh namespace (never deleted: without kube-controller-manager it would stay
+    Terminating; the session's control plane goes away as a whole)."""
+    name = f"e2e-{uuid.uuid4().hex[:8]}"
+    client.CoreV1Api(admin_api).create_namespace(
+        client.V1Namespace(metadata=client.V1ObjectMeta(name=name)), _request_timeout=TIMEOUT
+    )
+    return name
+
+
+@pytest.fixture
+def isvc(admin_api: client.ApiClient, namespace: str) -> str:
+    """The name of an InferenceService created by the admin in `namespace`."""
+    client.CustomObjectsApi(admin_api).create_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, _isvc("iris"), _request_timeout=TIMEOUT
+    )
+    return "iris"
+
+
+@pytest.fixture
+def private_tempdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Make ControlPlane's temp workdir land here, so a leftover is visible to this test only."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    return tmp_path
+
+
+def _leftover_workdirs(directory: Path) -> list[Path]:
+    return sorted(directory.glob("rollwise-kube-*"))
+
+
+def _assert_torn_down(plane: ControlPlane, tempdir: Path) -> None:
+    assert plane.pids, "the control plane never started a process"
+    alive = {name: pid for name, pid in plane.pids.items() if is_running(pid)}
+    assert alive == {}
+    assert _leftover_workdirs(tempdir) == []
+
+
+# --- RBAC: the controller identity has exactly what its role grants ----------
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(
+    "forbidden",
+    [
+        pytest.param(lambda api, ns, name: client.CustomObjectsApi(api)
+                     .delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name,
+                                                      _request_timeout=TIMEOUT),
+                     id="delete-inferenceservice"),
+        pytest.param(lambda api, ns, name: client.CustomObjectsApi(api)
+                     .create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL,
+                                                      _isvc("other"), _request_timeout=TIMEOUT),
+                     id="create-inferenceservice"),
+        pytest.param(lambda api, ns, name: client.CoreV1Api(api)
+                     .list_namespaced_secret(ns, _request_timeout=TIMEOUT),
+                     id="list-secrets"),
+        pytest.param(lambda api, ns, name: client.CoordinationV1Api(api)
+                     .delete_namespaced_lease("any", ns, _request_timeout=TIMEOUT),
+                     id="delete-lease"),
+    ],
+)
+def test_controller_is_forbidden_what_its_role_does_not_grant(
+    controller_api: client.ApiClient, namespace: str, isvc: str,
+    forbidden: Callable[[client.ApiClient, str, str], object],
+) -> None:
+    with pytest.raises(ApiException) as raised:
+        forbidden(controller_api, namespace, isvc)
+    assert raised.value.status == 403
+
+
+@pytest.mark.e2e
+def test_controller_may_read_and_patch_inferenceservices(
+    controller_api: client.ApiClient, namespace: str, isvc: str
+) -> None:
+    custom = client.CustomObjectsApi(controller_api)
+    listed = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL,
+                                                  _request_timeout=TIMEOUT)
+    assert [item["metadata"]["name"] for item in listed["items"]] == [isvc]
+    patch = {"metadata": {"annotations": {"rollwise.dev/step": "1"}}}
+    custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, isvc, patch,
+                                          _request_timeout=TIMEOUT)
+    current = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, isvc,
+                                                  _request_timeout=TIMEOUT)
+    current["spec"]["predictor"]["canaryTrafficPercent"] = 10
+    updated = custom.replace_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, isvc,
+                                                      current, _request_timeout=TIMEOUT)
+    assert updated["metadata"]["annotations"]["rollwise.dev/step"] == "1"
+    assert updated["spec"]["predictor"]["canaryTrafficPercent"] == 10
+
+
+@pytest.mark.e2e
+def test_controller_may_record_events_and_hold_a_lease(
+    controller_api: client.ApiClient, cluster: Cluster, namespace: str, isvc: str
+) -> None:
+    event = client.CoreV1Event(
+        metadata=client.V1ObjectMeta(name=f"{isvc}.step"),
+        involved_object=client.V1ObjectReference(
+            api_version=f"{GROUP}/{VERSION}", kind="InferenceService", name=isvc,
+            namespace=namespace,
+        ),
+        reason="CanaryStep", message="traffic 10%", type="Normal",
+    )
+    client.CoreV1Api(controller_api).create_namespaced_event(namespace, event,
+                                                             _request_timeout=TIMEOUT)
+    leases = client.CoordinationV1Api(controller_api)
+    ns = cluster.controller_namespace
+    lease = client.V1Lease(
+        metadata=client.V1ObjectMeta(name=f"leader-{namespace}"),
+        spec=client.V1LeaseSpec(holder_identity="replica-a", lease_duration_seconds=15),
+    )
+    leases.create_namespaced_lease(ns, lease, _request_timeout=TIMEOUT)
+    held = leases.read_namespaced_lease(f"leader-{namespace}", ns, _request_timeout=TIMEOUT)
+    assert held.spec is not None
+    held.spec.holder_identity = "replica-b"
+    held.spec.renew_time = datetime.datetime.now(datetime.UTC)
+    renewed = leases.replace_namespaced_lease(f"leader-{namespace}", ns, held,
+                                              _request_timeout=TIMEOUT)
+    assert renewed.spec is not None and renewed.spec.holder_identity == "replica-b"
+
+
+@pytest.mark.e2e
+def test_kubectl_sees_the_controller_rbac(kube_binaries: Binaries, cluster: Cluster) -> None:
+    def can_i(*args: str) -> str:
+        result = subprocess.run(
+            [str(kube_binaries.kubectl), f"--kubeconfig={cluster.controller_kubeconfig}",
+             "auth", "can-i", *args],
+            capture_output=True, text=True, timeout=30, check=False,
+        )
+        return result.stdout.strip()
+
+    assert can_i("patch", "inferenceservices.serving.kserve.io") == "yes"
+    assert can_i("delete", "inferenceservices.serving.kserve.io") == "no"
+
+
+# --- the real KServe CRD validates ------------------------------------------
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(
+    ("predictor", "field"),
+    [
+        ({"canaryTrafficPercent": "abc"}, "spec.predictor.canaryTrafficPercent"),
+        ({"minReplicas": "two"}, "spec.predictor.minReplicas"),
+    ],
+    ids=["percent-not-a-number", "replicas-not-a-number"],
+)
+def test_crd_invalid_inferenceservice_is_rejected_with_422(
+    admin_api: client.ApiClient, namespace: str, predictor: dict[str, Any], field: str
+) -> None:
+    with pytest.raises(ApiException) as raised:
+        client.CustomObjectsApi(admin_api).create_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, _isvc("invalid", **predictor),
+            _request_timeout=TIMEOUT,
+        )
+    assert raised.value.status == 422
+    assert field in (raised.value.body or "")
+
+
+# --- optimistic concurrency -------------------------------------------------
+
+
+def _custom_object_ops(api: client.ApiClient, namespace: str, name: str) -> tuple[
+    Callable[[], dict[str, Any]], Callable[[dict[str, Any]], dict[str, Any]]
+]:
+    custom = client.CustomObjectsApi(api)
+
+    def read() -> dict[str, Any]:
+        result: dict[str, Any] = custom.get_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, name, _request_timeout=TIMEOUT)
+        return result
+
+    def write(body: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = custom.replace_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, name, body, _request_timeout=TIMEOUT)
+        return result
+
+    return read, write
+
+
+def _annotate(key: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    def mutate(body: dict[str, Any]) -> dict[str, Any]:
+        body["metadata"].setdefault("annotations", {})[key] = "done"
+        return body
+
+    return mutate
+
+
+@pytest.mark.e2e
+def test_stale_update_gets_409(admin_api: client.ApiClient, namespace: str, isvc: str) -> None:
+    read, write = _custom_object_ops(admin_api, namespace, isvc)
+    first, stale = read(), read()
+    write(_annotate("first")(first))
+    with pytest.raises(ApiException) as raised:
+        write(_annotate("stale")(stale))
+    assert raised.value.status == 409
+
+
+@pytest.mark.e2e
+def test_update_with_retry_reapplies_on_a_fresh_read_after_409(
+    admin_api: client.ApiClient, namespace: str, isvc: str
+) -> None:
+    read, write = _custom_object_ops(admin_api, namespace, isvc)
+    stale = read()
+    write(_annotate("concurrent")(read()))  # another writer moves the resourceVersion
+    reads = iter([stale])
+
+    def read_stale_first() -> dict[str, Any]:
+        return next(reads, None) or read()
+
+    writes: list[str] = []
+
+    def counting_write(body: dict[str, Any]) -> dict[str, Any]:
+        writes.append(body["metadata"]["resourceVersion"])
+        return write(body)
+
+    result = update_with_retry(read_stale_first, _annotate("mine"), counting_write)
+    assert len(writes) == 2
+    assert set(result["metadata"]["annotations"]) == {"concurrent", "mine"}
+
+
+def _conflict() -> ApiException:
+    return ApiException(status=409, reason="Conflict")
+
+
+def test_update_with_retry_gives_up_after_the_last_attempt() -> None:
+    attempts: list[int] = []
+
+    def write(value: int) -> int:
+        attempts.append(value)
+        raise _conflict()
+
+    with pytest.raises(ApiException) as raised:
+        update_with_retry(lambda: 1, lambda value: value + 1, write, attempts=3)
+    assert raised.value.status == 409
+    assert attempts == [2, 2, 2]
+
+
+def test_update_with_retry_does_not_retry_other_errors() -> None:
+    calls: list[int] = []
+
+    def write(value: int) -> int:
+        calls.append(value)
+        raise ApiException(status=422, reason="Invalid")
+
+    with pytest.raises(ApiException):
+        update_with_retry(lambda: 1, lambda value: value, write)
+    assert calls == [1]
+
+
+# --- start-up and teardown ----------------------------------------------------
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("raised", [None, RuntimeError, KeyboardInterrupt],
+                         ids=["clean-exit", "exception", "ctrl-c"])
+def test_teardown_leaves_no_process_and_no_workdir(
+    kube_binaries: Binaries, private_tempdir: Path, raised: type[BaseException] | None
+) -> None:
+    plane = ControlPlane(binaries=kube_binaries)
+    expectation = pytest.raises(raised) if raised else contextlib.nullcontext()
+    with expectation, plane as running:
+        assert running.workdir.parent == private_tempdir
+        assert all(is_running(pid) for pid in plane.pids.values())
+        if raised is not None:
+            raise raised("inside the with block")
+    _assert_torn_down(plane, private_tempdir)
+
+
+@pytest.mark.e2e
+def test_apiserver_that_cannot_start_reports_its_log(
+    kube_binaries: Binaries, private_tempdir: Path
+) -> None:
+    plane = ControlPlane(binaries=kube_binaries, apiserver_args=["--no-such-flag=1"])
+    with pytest.raises(ControlPlaneError) as raised, plane:
+        pass
+    message = str(raised.value)
+    assert "kube-apiserver exited" in message
+    assert "unknown flag: --no-such-flag" in message
+    _assert_torn_down(plane, private_tempdir)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("content", [None, b"\x7fELF garbage"], ids=["missing", "corrupt"])
+def test_broken_apiserver_binary_is_a_control_plane_error(
+    kube_binaries: Binaries, private_tempdir: Path, tmp_path: Path, content: bytes | None
+) -> None:
+    broken = tmp_path / "kube-apiserver"
+    if content is not None:
+        broken.write_bytes(content)
+        broken.chmod(0o755)
+    binaries = Binaries(kube_apiserver=broken, etcd=kube_binaries.etcd,
+                        kubectl=kube_binaries.kubectl, version=kube_binaries.version)
+    plane = ControlPlane(binaries=binaries)
+    with pytest.raises(ControlPlaneError, match="cannot start kube-apiserver"), plane:
+        pass
+    _assert_torn_down(plane, private_tempdir)
+
+
+def test_missing_kserve_crd_names_the_path(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere.yaml"
+    with pytest.raises(ControlPlaneError, match=re.escape(str(missing))), \
+            ControlPlane(kserve_crd=missing):
+        pass
+
+
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        yield holder.getsockname()[1]
+
+
+@pytest.mark.e2e
+def test_a_taken_port_means_a_retry_on_other_ports(
+    kube_binaries: Binaries, private_tempdir: Path, busy_port: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pick = controlplane._free_loopback_ports
+    picks = iter([[busy_port, *pick(2)]])
+    monkeypatch.setattr(controlplane, "_free_loopback_ports",
+                        lambda count: next(picks, None) or pick(count))
+    plane = ControlPlane(binaries=kube_binaries)
+    with plane as running:
+        version = client.VersionApi(running.admin_api_client()).get_code(
+            _request_timeout=TIMEOUT)
+        assert version.git_version == f"v{kube_binaries.version}"
+    _assert_torn_down(plane, private_tempdir)
+
+
+@pytest.mark.e2e
+def test_killing_etcd_makes_calls_fail_in_bounded_time_and_teardown_still_works(
+    kube_binaries: Binaries, private_tempdir: Path
+) -> None:
+    plane = ControlPlane(binaries=kube_binaries)
+    with plane as running, running.admin_api_client() as api:
+        core = client.CoreV1Api(api)
+        core.read_namespace(running.controller_namespace, _request_timeout=TIMEOUT)
+        os.kill(plane.pids["etcd"], signal.SIGKILL)
+        started = time.monotonic()
+        with pytest.raises((ApiException, urllib3.exceptions.HTTPError)):  # 5xx or timeout
+            core.read_namespace(running.controller_namespace, _request_timeout=(2.0, 5.0))
+        assert time.monotonic() - started < 15.0
+    _assert_torn_down(plane, private_tempdir)
+
+
+# --- the pinned versions are consistent --------------------------------------
+
+
+def test_every_staging_module_is_pinned_to_the_matching_v0_tag() -> None:
+    go_mod = (build.MODULE_DIR / "go.mod").read_text()
+    replaced = re.findall(r"^\s*(k8s\.io/\S+) => (k8s\.io/\S+) (v\S+)$", go_mod, re.MULTILINE)
+    assert len(replaced) >= 30
+    staging_tag = "v0." + build.KUBERNETES_VERSION.split(".", 1)[1]
+    assert {(source, version) for source, _, version in replaced} == {
+        (source, staging_tag) for source, _, _ in replaced
+    }
+    assert all(source == target for source, target, _ in replaced)
