@@ -186,16 +186,15 @@ class Reconciler:
             gate = self.gates.evaluate(item, policy)
         result = decide(item.state, item.policy, policy.spec, item.observation, now,
                         judgement=judgement, commands=item.commands, gate=gate)
-        dropped = [key for key, _ in item.bad_commands]
-        if not self._changed(item, result, dropped):
+        if not self._changed(item, result, item.bad_commands):
             return result.state
         assert result.state is not None
-        for key, why in item.bad_commands:
-            bound.warning("unreadable command dropped", annotation=key, error=why)
+        for why in item.bad_commands:
+            bound.warning("unreadable command dropped", error=why)
         promoted = (result.state.phase == Phase.SUCCEEDED and
                     (item.state is None or item.state.phase != Phase.SUCCEEDED))
         patch = rollout_patch(
-            item, result.state, result.traffic, result.handled, dropped=dropped,
+            item, result.state, result.traffic, result.handled,
             last_good={k: v for k, v in item.predictor.items() if k != "canaryTrafficPercent"}
             if promoted else None)
         if not self.is_leader():

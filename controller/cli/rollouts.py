@@ -1,7 +1,7 @@
 """``rollwise status|promote|abort|retry|approve|pause|resume|deploy``: the SRE's handles.
 
-Every action is an annotation on the InferenceService (``rollwise.io/command-<id>``)
-saying what, who (as the API server knows them) and when. It works from any
+Every action is a command added to the InferenceService's ``rollwise.io/commands``
+annotation saying what, who (as the API server knows them) and when. It works from any
 workstation with kubectl access, Kubernetes RBAC decides who may do it, the controller
 acts on it within one interval, and it leaves an audit trail (Events).
 """
@@ -20,7 +20,7 @@ import click
 from kubernetes import config
 from kubernetes.client.exceptions import ApiException
 
-from controller.commands import submit_command
+from controller.commands import CommandNotDelivered, submit_command
 from controller.kube import KubeConfigError, current_user
 from controller.rollout.state import Command, CommandAction, Phase
 from controller.traffic import Conflict
@@ -177,6 +177,8 @@ def _send(action: CommandAction, ref: str, kubeconfig: Path | None, context: str
         submit_command(target.isvcs, ns, name, command)
     except ApiException as err:
         raise _api_error(err, f"cannot annotate {ns}/{name}") from err
+    except CommandNotDelivered as err:
+        raise click.ClickException(str(err)) from err
     click.echo(f"{action} requested for {ns}/{name} by {who} (command {command.id}); "
                "the controller acts on it within one analysis interval")
 

@@ -18,7 +18,18 @@ from typing import Any, Literal
 
 STATE_ANNOTATION = "rollwise.io/rollout"
 POLICY_ANNOTATION = "rollwise.io/policy"
-COMMAND_ANNOTATION_PREFIX = "rollwise.io/command-"
+COMMANDS_ANNOTATION = "rollwise.io/commands"
+LAST_GOOD_ANNOTATION = "rollwise.io/last-good-predictor"
+SLACK_MESSAGE_ANNOTATION = "rollwise.io/slack-message"
+MODEL_ARTIFACT_ANNOTATION = "rollwise.io/model-artifact-id"
+
+# KServe copies InferenceService annotations into the Knative revision template, so a
+# changed annotation would create a new revision, unless its key is in the
+# serviceAnnotationDisallowedList of KServe's inferenceservice-config ConfigMap, which
+# matches exact keys. Rollwise therefore writes only these fixed keys, and the install
+# adds all of them to that list (docs/operations.md).
+ANNOTATION_KEYS = (POLICY_ANNOTATION, STATE_ANNOTATION, COMMANDS_ANNOTATION,
+                   LAST_GOOD_ANNOTATION, SLACK_MESSAGE_ANNOTATION, MODEL_ARTIFACT_ANNOTATION)
 STATE_VERSION = 1
 
 

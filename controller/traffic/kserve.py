@@ -27,7 +27,8 @@ from kserve import constants
 
 from controller.rollout.machine import Promote, RollBack, SetCanary, TrafficAction
 from controller.rollout.state import (
-    COMMAND_ANNOTATION_PREFIX,
+    COMMANDS_ANNOTATION,
+    LAST_GOOD_ANNOTATION,
     POLICY_ANNOTATION,
     STATE_ANNOTATION,
     Command,
@@ -39,7 +40,6 @@ from controller.rollout.state import (
 GROUP = constants.KSERVE_GROUP
 VERSION = constants.KSERVE_V1BETA1_VERSION
 PLURAL = constants.KSERVE_PLURAL_INFERENCESERVICE
-LAST_GOOD_ANNOTATION = "rollwise.io/last-good-predictor"
 
 
 def predictor_hash(predictor: Mapping[str, Any]) -> str:
@@ -106,7 +106,7 @@ class Managed:
     state: RolloutState | None
     state_error: str | None                 # an unreadable state annotation, reported
     commands: tuple[Command, ...]
-    bad_commands: tuple[tuple[str, str], ...]   # (annotation key, why) — reported, then dropped
+    bad_commands: tuple[str, ...]          # why each unreadable entry was dropped
     predictor: Mapping[str, Any]
     url: str | None = None
 
@@ -128,13 +128,7 @@ def read_managed(isvc: Mapping[str, Any]) -> Managed | None:
             state = RolloutState.from_json(annotations[STATE_ANNOTATION])
         except ValueError as err:
             state_error = str(err)
-    commands, bad = [], []
-    for key, value in annotations.items():
-        if key.startswith(COMMAND_ANNOTATION_PREFIX):
-            try:
-                commands.append(Command.from_json(value))
-            except (ValueError, KeyError, TypeError) as err:
-                bad.append((key, f"{type(err).__name__}: {err}"))
+    commands, bad = read_commands(annotations.get(COMMANDS_ANNOTATION))
     return Managed(
         namespace=meta.get("namespace", ""), name=meta.get("name", ""), uid=meta.get("uid", ""),
         resource_version=meta.get("resourceVersion", ""), policy=policy,
@@ -145,8 +139,30 @@ def read_managed(isvc: Mapping[str, Any]) -> Managed | None:
     )
 
 
-def command_annotation(command_id: str) -> str:
-    return f"{COMMAND_ANNOTATION_PREFIX}{command_id}"
+def read_commands(text: str | None) -> tuple[list[Command], list[str]]:
+    """The pending commands (a JSON list under one fixed key) and why any were unreadable."""
+    if not text:
+        return [], []
+    try:
+        raw = json.loads(text)
+    except ValueError as err:
+        return [], [f"{COMMANDS_ANNOTATION} is not JSON: {err}"]
+    if not isinstance(raw, list):
+        return [], [f"{COMMANDS_ANNOTATION} must be a JSON list"]
+    commands, bad = [], []
+    for i, entry in enumerate(raw):
+        try:
+            commands.append(Command.from_json(json.dumps(entry)))
+        except (ValueError, KeyError, TypeError) as err:
+            bad.append(f"{COMMANDS_ANNOTATION}[{i}]: {type(err).__name__}: {err}")
+    return commands, bad
+
+
+def commands_value(commands: Sequence[Command]) -> str | None:
+    """The annotation value for these commands; None removes the key."""
+    if not commands:
+        return None
+    return json.dumps([json.loads(c.to_json()) for c in commands], separators=(",", ":"))
 
 
 def rollout_patch(
@@ -155,16 +171,15 @@ def rollout_patch(
     traffic: TrafficAction | None,
     handled: Sequence[str] = (),
     *,
-    dropped: Sequence[str] = (),
     last_good: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One JSON merge patch: traffic, state and consumed commands together, fenced by the
-    resourceVersion read, so a stale controller's write fails with 409 instead of acting."""
+    resourceVersion read, so a stale controller's write fails with 409 instead of acting
+    (and a command added since the read is never lost)."""
     annotations: dict[str, str | None] = {STATE_ANNOTATION: state.to_json()}
-    for command_id in handled:
-        annotations[command_annotation(command_id)] = None
-    for key in dropped:
-        annotations[key] = None
+    if handled or managed.bad_commands:
+        remaining = [c for c in managed.commands if c.id not in handled]
+        annotations[COMMANDS_ANNOTATION] = commands_value(remaining)
     if last_good is not None:
         annotations[LAST_GOOD_ANNOTATION] = json.dumps(last_good, sort_keys=True)
     patch: dict[str, Any] = {

@@ -152,3 +152,37 @@ def test_analysis_runs_at_the_policy_interval_not_every_pass(store: PolicyStore)
         clock[0] = T0 + timedelta(seconds=seconds)
         reconciler.run_once()
     assert len(analyzer.requests) == 2  # fast.yaml: interval 30s
+
+
+def test_commands_wait_under_one_fixed_key_and_are_consumed_with_the_action(
+        store: PolicyStore) -> None:
+    from controller.commands import submit_command
+    from controller.rollout.state import COMMANDS_ANNOTATION, Command
+
+    obj = isvc("s3://m/v2", 10, created="churn-predictor-00002", state=progressing_state())
+    isvcs = FakeInferenceServices(obj)
+    abort = Command("c1", "abort", "alice", T0, rollout="r1")
+    submit_command(isvcs, "models", "churn", abort)
+    submit_command(isvcs, "models", "churn", abort)  # a replay is not added twice
+    pause = Command("c2", "pause", "bob", T0 + timedelta(seconds=1), rollout="r1")
+    submit_command(isvcs, "models", "churn", pause)
+    annotations = isvcs.objects[("models", "churn")]["metadata"]["annotations"]
+    assert [c["id"] for c in json.loads(annotations[COMMANDS_ANNOTATION])] == ["c1", "c2"]
+    assert all(not k.startswith("rollwise.io/command-") for k in annotations)
+    reconciler, events, _ = make(store, isvcs, now=T0 + timedelta(minutes=1))
+    reconciler.run_once()
+    _, _, patch = isvcs.patches[-1]
+    assert patch["spec"] == {"predictor": {"canaryTrafficPercent": 0}}
+    assert [c["id"] for c in json.loads(patch["metadata"]["annotations"][COMMANDS_ANNOTATION])] \
+        == ["c2"]
+
+
+def test_a_command_added_between_read_and_write_is_not_lost(store: PolicyStore) -> None:
+    from controller.commands import submit_command
+    from controller.rollout.state import Command
+
+    obj = isvc("s3://m/v2", 10, created="churn-predictor-00002", state=progressing_state())
+    isvcs = FakeInferenceServices(obj)
+    isvcs.conflict_next = True  # someone else wrote first
+    submit_command(isvcs, "models", "churn", Command("c1", "pause", "a", T0))
+    assert len(isvcs.patches) == 1  # retried after the 409
