@@ -123,9 +123,12 @@ class Reconciler:
                 continue
             if state.revision is None or state.baseline_revision is None:
                 continue
+            interval = policy.spec.analysis.interval
             last = self._last_analysis.get(item.key)
-            if last is not None and now - last < policy.spec.analysis.interval:
+            if last is not None and now - last < interval:
                 continue
+            if now - (state.step_started_at or state.phase_since) < interval:
+                continue  # a step younger than one interval has no data to judge yet
             requests.append(AnalysisRequest(
                 key=item.key, namespace=item.namespace, service=item.name,
                 canary_revision=state.revision, baseline_revision=state.baseline_revision,

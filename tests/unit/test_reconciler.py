@@ -148,7 +148,7 @@ def test_analysis_runs_at_the_policy_interval_not_every_pass(store: PolicyStore)
     events, analyzer = FakeEvents(), FakeAnalyzer(Judgement("continue", "wait"))
     reconciler = Reconciler(isvcs=isvcs, policies=store, analyzer=analyzer, events=events,
                             telemetry=Telemetry(), clock=lambda: clock[0])
-    for seconds in (0, 10, 20, 31):
+    for seconds in (30, 40, 50, 61):
         clock[0] = T0 + timedelta(seconds=seconds)
         reconciler.run_once()
     assert len(analyzer.requests) == 2  # fast.yaml: interval 30s
