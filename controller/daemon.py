@@ -22,10 +22,12 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from controller import kube
+from controller.analyzer import MetricAnalyzer
 from controller.events import KubeEventRecorder
 from controller.leader import AlwaysLeader, LeaderElector
 from controller.logs import configure_logging
 from controller.policystore import PolicyStore
+from controller.providers.prometheus import PrometheusProvider
 from controller.reconciler import Analyzer, Reconciler
 from controller.server import HttpServer, Request, Response
 from controller.settings import Settings
@@ -46,9 +48,13 @@ def _pod_namespace() -> str:
 
 
 class Daemon:
-    def __init__(self, settings: Settings, analyzer: Analyzer) -> None:
+    def __init__(self, settings: Settings, analyzer: Analyzer | None = None) -> None:
         self.settings = settings
         self.telemetry = Telemetry()
+        if analyzer is None:
+            analyzer = MetricAnalyzer(PrometheusProvider(settings.prometheus),
+                                      on_unusable=lambda quality: self.telemetry.query_errors
+                                      .labels(str(quality)).inc())
         self.stop = threading.Event()
         self.exit_code = 0
         self.api = kube.api_client(settings.kubernetes)
@@ -122,6 +128,11 @@ class Daemon:
             self.telemetry.api_errors.labels("pass").inc()
             log.error("reconcile pass failed", error=str(err))
 
+    def _reload_policies(self) -> None:
+        reload = self.policies.reload()
+        if reload.changed:
+            self.telemetry.policy_problems.set(len(reload.problems))
+
     def wake(self) -> None:
         """Run a pass now (a watch saw a change); coalesces with a pending run."""
         job = self.scheduler.get_job(JOB_ID)
@@ -140,6 +151,11 @@ class Daemon:
         self.scheduler.add_job(self._pass, "interval", seconds=self.settings.tick_seconds,
                                id=JOB_ID, max_instances=1, coalesce=True,
                                next_run_time=datetime.now().astimezone())
+        # Every replica reloads policies, not only the leader: followers answer admission
+        # webhook calls too, and must not answer from a stale policy.
+        self.scheduler.add_job(self._reload_policies, "interval",
+                               seconds=self.settings.tick_seconds, id="reload-policies",
+                               max_instances=1, coalesce=True)
         self.scheduler.start()
         self.isvcs.watch_forever(self.wake, self.stop)
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -156,6 +172,6 @@ class Daemon:
         self.stop.set()
 
 
-def run(settings: Settings, analyzer: Analyzer) -> int:
+def run(settings: Settings) -> int:
     configure_logging(settings.log_format, settings.log_level)
-    return Daemon(settings, analyzer).run()
+    return Daemon(settings).run()

@@ -71,3 +71,6 @@ def configure_logging(
     # The kubernetes client logs full request bodies at DEBUG; keep them out.
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
     logging.getLogger("urllib3").setLevel(logging.WARNING)
+    # Both log every tick / every lease renewal at INFO: noise, not news.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    logging.getLogger("leaderelection").setLevel(logging.WARNING)

@@ -46,6 +46,7 @@ class AnalysisRequest:
     policy: RolloutPolicy
     closed_steps: tuple[Mapping[str, object], ...]
     min_requests: int
+    certify: bool = True      # demand evidence of no regression (the step before promotion)
 
 
 class Analyzer(Protocol):
@@ -134,7 +135,9 @@ class Reconciler:
                 canary_revision=state.revision, baseline_revision=state.baseline_revision,
                 step_started_at=state.step_started_at or state.phase_since, policy=policy,
                 closed_steps=state.closed_steps,
-                min_requests=policy.spec.min_requests(state.step)))
+                min_requests=policy.spec.min_requests(state.step),
+                certify=policy.spec.steps[min(state.step + 1, len(policy.spec.steps) - 1)]
+                .weight == 100))
         if not requests:
             return {}
         started = time.monotonic()

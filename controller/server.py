@@ -114,7 +114,10 @@ class HttpServer:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.minimum_version = ssl.TLSVersion.TLSv1_2
             context.load_cert_chain(str(self.cert_file), str(self.key_file))
-            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
+            # The handshake happens on first read, in the request's own thread: a client
+            # that connects and says nothing must not stall accept() for everyone.
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True,
+                                                      do_handshake_on_connect=False)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True,
                                         name=f"http-{self.address}")
         self._thread.start()

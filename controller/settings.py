@@ -215,7 +215,8 @@ class Settings(BaseSettings):
 
 
 # ROLLWISE_ variables that are not controller settings (the test harness's own).
-_OTHER_VARIABLES = {"ROLLWISE_CONFIG_FILE", "ROLLWISE_CACHE_DIR", "ROLLWISE_KSERVE_CRD"}
+_OTHER_VARIABLES = {"ROLLWISE_CONFIG_FILE", "ROLLWISE_CACHE_DIR", "ROLLWISE_KSERVE_CRD",
+                    "ROLLWISE_E2E_KUBECONFIG"}
 
 
 def unknown_variables(environ: Mapping[str, str]) -> list[str]:

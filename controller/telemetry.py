@@ -11,6 +11,10 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+TRANSITION_REASONS = ("RolloutStarted", "Progressing", "StepAdvanced", "Paused", "Resumed",
+                      "Approved", "Promoting", "Promoted", "RollingBack", "RolledBack", "Aborted",
+                      "Blocked", "MetricsMissing", "UnguardedDeploy", "Superseded")
+QUALITIES = ("no-data", "stale", "counter-reset", "error")
 PHASES = ("Pending", "Blocked", "WaitingReady", "Progressing", "Paused", "Promoting",
           "RollingBack", "Succeeded", "Failed", "Aborted", "Superseded")
 
@@ -49,5 +53,12 @@ class Telemetry:
                             registry=r)
         self.last_tick = Gauge("rollwise_last_reconcile_timestamp_seconds",
                                "When the last reconcile pass finished.", registry=r)
+        # Pre-initialised label values, so that alerts on increase() see the first event.
         for phase in PHASES:
             self.rollouts.labels(phase)
+        for reason in TRANSITION_REASONS:
+            self.transitions.labels(reason)
+        for quality in QUALITIES:
+            self.query_errors.labels(quality)
+        for outcome in ("pass", "fail", "continue", "missing"):
+            self.decisions.labels(outcome)

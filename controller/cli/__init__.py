@@ -15,6 +15,7 @@ import click
 
 from controller.cli.policy import policy
 from controller.cli.rollouts import ROLLOUT_COMMANDS
+from controller.cli.run import run
 
 PLUGIN_GROUP = "rollwise.cli"
 
@@ -33,10 +34,20 @@ class _PluginGroup(click.Group):
         if command is not None:
             return command
         for ep in entry_points(group=PLUGIN_GROUP, name=cmd_name):
-            loaded = ep.load()
+            try:
+                loaded = ep.load()
+            except Exception as err:  # a broken plugin must not break the whole CLI
+                return _unavailable(cmd_name, f"{type(err).__name__}: {err}")
             if isinstance(loaded, click.Command):
                 return loaded
         return None
+
+
+def _unavailable(name: str, why: str) -> click.Command:
+    def fail() -> None:
+        raise click.ClickException(f"'rollwise {name}' is unavailable here: {why}")
+
+    return click.Command(name, callback=fail, help=f"(unavailable: {why[:60]})")
 
 
 @click.group(cls=_PluginGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -46,6 +57,7 @@ def main() -> None:
 
 
 main.add_command(policy)
+main.add_command(run)
 for _command in ROLLOUT_COMMANDS:
     main.add_command(_command)
 

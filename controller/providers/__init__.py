@@ -11,18 +11,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import StrEnum
 from typing import Protocol
 
+from controller.analysis.types import Quality
 from controller.providers.presets import Part, Template
 
-
-class Quality(StrEnum):
-    OK = "ok"
-    NO_DATA = "no-data"
-    STALE = "stale"
-    RESET = "counter-reset"
-    ERROR = "error"
+__all__ = ["MetricProvider", "Quality", "SeriesResult"]
 
 
 @dataclass(frozen=True)

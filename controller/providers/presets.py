@@ -172,8 +172,15 @@ class Part:
     interval_seconds: int
 
 
+def _regex_literal(value: str) -> str:
+    r"""A Kubernetes name as a literal inside a PromQL regex string: only ``.`` is special
+    among [a-z0-9.-], and PromQL strings need the regex backslash doubled (re.escape's
+    ``\-`` is not a valid PromQL string escape)."""
+    return check_label_value(value).replace(".", "\\\\.")
+
+
 def _substitute(template: Template, part: Part, window: str) -> str:
-    regex = "|".join(re.escape(check_label_value(r)) for r in part.revisions)
+    regex = "|".join(_regex_literal(r) for r in part.revisions)
     return string.Template(template.text).substitute(
         namespace=check_label_value(part.namespace), service=check_label_value(part.service),
         revision=f"({regex})" if len(part.revisions) > 1 else regex, window=window)

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 
-from controller.policy.durations import format_duration as _fmt
+from controller.policy.durations import format_duration
 from controller.policy.model import PolicySpec
 from controller.rollout.state import (
     Approval,
@@ -167,6 +167,11 @@ def _new_model(previous: RolloutState | None, policy_name: str, policy: PolicySp
                             "predictor changed without canaryTrafficPercent (admission webhook "
                             f"down?); pulled back to {start_percent}%", warning=True))
     return Result(state, traffic, tuple(events))
+
+
+def _fmt(value: timedelta) -> str:
+    """Durations in messages people read: whole seconds."""
+    return format_duration(timedelta(seconds=round(value.total_seconds())))
 
 
 def _stable_uri(previous: RolloutState | None) -> str | None:

@@ -1,0 +1,1 @@
+"""The demo: the simulated world, the real controller, two rollouts, live."""

@@ -1,0 +1,232 @@
+"""The whole simulated world in one context manager: the real control plane, the
+simulated KServe controller, one model endpoint per revision, real Prometheus scraping
+them, and traffic generators following each InferenceService's live split.
+
+I/O. Callers: ``rollwise sim up``, the end-to-end tests and the demo. The controller
+under test reaches this world only through a kubeconfig and a Prometheus URL.
+
+A model's behaviour is a property of the model, so it is looked up by the predictor's
+``storageUri`` (``models`` in ``WorldConfig``); a URI listed in ``never_ready`` gives
+a revision that never becomes ready (a broken model).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import kubernetes.client
+from kubernetes.client.exceptions import ApiException
+
+from controller.rollout.state import ANNOTATION_KEYS
+from controller.traffic.kserve import storage_uri
+from simulations.endpoints import Behaviour, EndpointFleet, MetricsFlavour
+from simulations.kserve import rules
+from simulations.kserve.controller import RevisionEvent, SimulatedKServe
+from simulations.kube.build import PROJECT_ROOT, Binaries
+from simulations.kube.certs import write_serving_pair
+from simulations.kube.controlplane import Cluster, ControlPlane
+from simulations.prometheus import PrometheusServer
+from simulations.traffic import TrafficGenerator, isvc_split
+
+GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
+
+
+def rbac_manifests(root: Path = PROJECT_ROOT) -> list[Path]:
+    """The controller's shipped RBAC (deploy/rbac), which every end-to-end run enforces."""
+    directory = root / "deploy" / "rbac"
+    return sorted(p for p in directory.glob("*.yaml") if p.name != "kustomization.yaml")
+
+
+@dataclass
+class WorldConfig:
+    models: Mapping[str, Behaviour] = field(default_factory=dict)
+    default_behaviour: Behaviour = field(default_factory=Behaviour)
+    never_ready: frozenset[str] = frozenset()
+    ready_delay: float = 1.0
+    flavour: MetricsFlavour = "queue-proxy-legacy"
+    namespaces: tuple[str, ...] = ("models",)
+    seed: int = 0
+
+
+class World:
+    """``with World(config) as world:`` — everything up, and down again on exit."""
+
+    def __init__(self, config: WorldConfig | None = None, *, binaries: Binaries | None = None,
+                 workdir: Path | None = None) -> None:
+        self.config = config or WorldConfig()
+        self._binaries = binaries
+        self._stack = contextlib.ExitStack()
+        self._own_workdir = workdir is None
+        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="rollwise-world-"))
+        self._behaviours: dict[str, Behaviour] = dict(self.config.models)
+        self._serving: dict[str, list[tuple[str, str]]] = {}   # model URI -> (ns, revision)
+        self._lock = threading.Lock()
+        self.generators: list[TrafficGenerator] = []
+        self._webhook_pair: tuple[Path, Path, bytes] | None = None
+        self.cluster: Cluster
+        self.prometheus: PrometheusServer
+        self.fleet: EndpointFleet
+        self.kserve: SimulatedKServe
+        self.admin: kubernetes.client.ApiClient
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def __enter__(self) -> World:
+        try:
+            self._start()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def _start(self) -> None:
+        stack = self._stack
+        self.cluster = stack.enter_context(ControlPlane(manifests=rbac_manifests(),
+                                                        binaries=self._binaries))
+        self.admin = stack.enter_context(self.cluster.admin_api_client())
+        self.fleet = EndpointFleet(self.workdir / "targets.json", flavour=self.config.flavour,
+                                   seed=self.config.seed)
+        stack.callback(self.fleet.close)
+        self.prometheus = stack.enter_context(
+            PrometheusServer(sd_file=self.workdir / "targets.json", scrape_interval="1s",
+                             workdir=self.workdir / "prometheus"))
+        core = kubernetes.client.CoreV1Api(self.admin)
+        for namespace in self.config.namespaces:
+            with contextlib.suppress(ApiException):
+                core.create_namespace(kubernetes.client.V1Namespace(
+                    metadata=kubernetes.client.V1ObjectMeta(name=namespace)))
+        # A correctly installed cluster keeps Rollwise's annotations out of revisions.
+        settings = rules.Settings(annotation_disallowed=frozenset(ANNOTATION_KEYS))
+        self.kserve = SimulatedKServe(self.admin, ready_delay=self._ready_delay,
+                                      on_revision_created=self._revision_created,
+                                      on_revision_deleted=self._revision_deleted,
+                                      settings=settings)
+        self.kserve.start()
+        stack.callback(self.kserve.stop)
+        stack.callback(self._stop_traffic)
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        try:
+            self._stack.close()
+        finally:
+            if self._own_workdir:
+                shutil.rmtree(self.workdir, ignore_errors=True)
+
+    # -- models and revisions -------------------------------------------------------------
+
+    def behaviour(self, uri: str) -> Behaviour:
+        with self._lock:
+            return self._behaviours.get(uri, self.config.default_behaviour)
+
+    def set_behaviour(self, uri: str, behaviour: Behaviour) -> None:
+        """Change what a model does, live (inject a regression mid-run)."""
+        with self._lock:
+            self._behaviours[uri] = behaviour
+            serving = list(self._serving.get(uri, ()))
+        for namespace, revision in serving:
+            endpoint = self.fleet.get(namespace, revision)
+            if endpoint is not None:
+                endpoint.set_behaviour(behaviour)
+
+    def _ready_delay(self, predictor: Mapping[str, Any]) -> float | None:
+        uri = storage_uri(predictor)
+        return None if uri in self.config.never_ready else self.config.ready_delay
+
+    def _revision_created(self, event: RevisionEvent) -> None:
+        uri = storage_uri(event.predictor)
+        self.fleet.add(event.namespace, event.isvc, event.revision, self.behaviour(uri))
+        with self._lock:
+            self._serving.setdefault(uri, []).append((event.namespace, event.revision))
+
+    def _revision_deleted(self, namespace: str, isvc: str, revision: str) -> None:
+        self.fleet.remove(namespace, isvc, revision)
+
+    # -- helpers for tests and the demo ---------------------------------------------------
+
+    def create_isvc(self, namespace: str, name: str, uri: str, *,
+                    policy: str | None = None) -> dict[str, Any]:
+        annotations = {"rollwise.io/policy": policy} if policy else {}
+        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "InferenceService",
+                "metadata": {"name": name, "namespace": namespace, "annotations": annotations},
+                "spec": {"predictor": {"model": {"modelFormat": {"name": "sklearn"},
+                                                 "storageUri": uri}}}}
+        api = kubernetes.client.CustomObjectsApi(self.admin)
+        return _as_dict(api.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL,
+                                                            body))
+
+    def get_isvc(self, namespace: str, name: str) -> dict[str, Any]:
+        api = kubernetes.client.CustomObjectsApi(self.admin)
+        return _as_dict(api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL,
+                                                         name))
+
+    def patch_isvc(self, namespace: str, name: str, patch: Mapping[str, Any]) -> dict[str, Any]:
+        api = kubernetes.client.CustomObjectsApi(self.admin)
+        return _as_dict(api.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL,
+                                                           name, dict(patch)))
+
+    def start_traffic(self, namespace: str, name: str, rate_rps: float, *,
+                      max_seconds: float) -> TrafficGenerator:
+        generator = TrafficGenerator(isvc_split(self.admin, namespace, name, self.fleet),
+                                     rate_rps=rate_rps, seed=self.config.seed,
+                                     max_seconds=max_seconds, model_name=name)
+        generator.start()
+        self.generators.append(generator)
+        return generator
+
+    def _stop_traffic(self) -> None:
+        for generator in self.generators:
+            generator.stop()
+
+    def webhook_certificate(self) -> tuple[Path, Path, bytes]:
+        """A serving certificate for a webhook on 127.0.0.1: (cert, key, CA bundle),
+        made once per world."""
+        if self._webhook_pair is None:
+            self._webhook_pair = write_serving_pair(self.workdir / "webhook",
+                                                    hosts=("127.0.0.1", "localhost"))
+        return self._webhook_pair
+
+    def register_webhook(self, url: str, ca_bundle: bytes) -> None:
+        """Register Rollwise's mutating webhook as deploy/ does, pointing at ``url``."""
+        k8s = kubernetes.client
+        api = k8s.AdmissionregistrationV1Api(self.admin)
+        body = k8s.V1MutatingWebhookConfiguration(
+            metadata=k8s.V1ObjectMeta(name="rollwise"),
+            webhooks=[k8s.V1MutatingWebhook(
+                name="guard.rollwise.io", admission_review_versions=["v1"],
+                side_effects="None", failure_policy="Ignore", timeout_seconds=5,
+                client_config=k8s.AdmissionregistrationV1WebhookClientConfig(
+                    url=url, ca_bundle=_b64(ca_bundle)),
+                rules=[k8s.V1RuleWithOperations(
+                    api_groups=[GROUP], api_versions=[VERSION], operations=["UPDATE"],
+                    resources=[PLURAL], scope="Namespaced")])])
+        with contextlib.suppress(ApiException):
+            api.delete_mutating_webhook_configuration("rollwise")
+        api.create_mutating_webhook_configuration(body)
+
+
+def _as_dict(obj: object) -> dict[str, Any]:
+    """Custom-object calls return plain JSON objects (typed ``object`` by the client)."""
+    if not isinstance(obj, dict):
+        raise TypeError(f"expected a JSON object from the API server, got {type(obj).__name__}")
+    return obj
+
+
+def _b64(data: bytes) -> str:
+    import base64
+
+    return base64.b64encode(data).decode()
+
+
+@contextlib.contextmanager
+def world(config: WorldConfig | None = None, **kwargs: Any) -> Iterator[World]:
+    with World(config, **kwargs) as running:
+        yield running
