@@ -1,0 +1,48 @@
+"""Helpers shared by the deployment checks: render a kustomization, find objects in it."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+OVERLAYS = ("prod", "dev")
+RENDER_TIMEOUT_S = 60
+
+Manifest = dict[str, Any]
+
+
+def kustomize(kubectl: Path, directory: Path) -> list[Manifest]:
+    """`kubectl kustomize <directory>`, parsed; a failure shows kustomize's own message."""
+    result = subprocess.run(
+        [str(kubectl), "kustomize", str(directory)],
+        capture_output=True, text=True, timeout=RENDER_TIMEOUT_S, check=False,
+    )
+    if result.returncode != 0:
+        pytest.fail(f"kubectl kustomize {directory} failed:\n{result.stderr}")
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc is not None]
+
+
+def find(objects: list[Manifest], kind: str, name: str | None = None) -> Manifest:
+    """The one object of that kind (and name)."""
+    matches = [o for o in objects if o["kind"] == kind
+               and (name is None or o["metadata"]["name"] == name)]
+    assert len(matches) == 1, f"expected one {kind} {name or ''}, found {len(matches)}"
+    return matches[0]
+
+
+def controller_container(objects: list[Manifest]) -> Manifest:
+    deployment = find(objects, "Deployment", "rollwise-controller")
+    (container,) = [c for c in deployment["spec"]["template"]["spec"]["containers"]
+                    if c["name"] == "controller"]
+    return dict(container)
+
+
+def env_of(container: Manifest) -> dict[str, Any]:
+    """Environment of a container: literal values as strings, references as their dict."""
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env", [])}
