@@ -13,6 +13,7 @@ import signal
 import socket
 import threading
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from types import FrameType
@@ -26,10 +27,14 @@ from controller.analyzer import MetricAnalyzer
 from controller.events import KubeEventRecorder
 from controller.leader import AlwaysLeader, LeaderElector
 from controller.logs import configure_logging
+from controller.notifications.interactions import SlackInteractions
+from controller.notifications.slack import SlackNotifier
+from controller.notifications.socket_mode import SocketModeInteractions
 from controller.policystore import PolicyStore
 from controller.providers.prometheus import PrometheusProvider
 from controller.reconciler import Analyzer, Reconciler
-from controller.server import HttpServer, Request, Response
+from controller.rollout.snapshot import RolloutSnapshot
+from controller.server import HttpServer, Request, Response, Route
 from controller.settings import Settings
 from controller.telemetry import Telemetry
 from controller.traffic.client import KubeInferenceServices
@@ -70,24 +75,46 @@ class Daemon:
                 on_lost=self._lost_lease)
         else:
             self.leader = AlwaysLeader()
+        observers, slack_routes = self._slack()
         self.reconciler = Reconciler(
             isvcs=self.isvcs, policies=self.policies, analyzer=analyzer,
             events=KubeEventRecorder(self.api, on_error=lambda verb:
                                      self.telemetry.api_errors.labels(verb).inc()),
             telemetry=self.telemetry, is_leader=self.leader.is_leader,
-            clock=lambda: datetime.now().astimezone())
+            clock=lambda: datetime.now().astimezone(), observers=observers)
         self.scheduler = BackgroundScheduler(timezone="UTC")
         self._last_pass_ok = threading.Event()
         self.http = HttpServer(settings.listen_address, {
             ("GET", "/healthz"): self._healthz,
             ("GET", "/readyz"): self._readyz,
             ("GET", "/metrics"): self._metrics,
+            **slack_routes,
         })
         self.webhook: HttpServer | None = None
         if settings.webhook.cert_file is not None:
             self.webhook = HttpServer(settings.webhook.listen_address,
                                       {("POST", "/mutate"): self._mutate},
                                       settings.webhook.cert_file, settings.webhook.key_file)
+
+    def _slack(self) -> tuple[list[Callable[[RolloutSnapshot], None]], dict[
+            tuple[str, str], Route]]:
+        """Slack notifications (leader only: they follow committed transitions) and
+        interactivity (any replica: a click only writes a command annotation)."""
+        slack = self.settings.slack
+        observers: list[Callable[[RolloutSnapshot], None]] = []
+        notifier = SlackNotifier.from_settings(slack, self.policies.get, self.telemetry.registry,
+                                               isvcs=self.isvcs)
+        if notifier is not None:
+            observers.append(notifier)
+        routes: dict[tuple[str, str], Route] = {}
+        interactions = SlackInteractions.from_settings(
+            slack, self.policies.get, self.isvcs, team_id=slack.team_id,
+            response_urls=tuple(slack.response_url_prefixes))
+        self.socket_mode: SocketModeInteractions | None = None
+        if interactions is not None:
+            routes[("POST", "/slack/interactions")] = interactions.handle
+            self.socket_mode = SocketModeInteractions.from_settings(slack, interactions)
+        return observers, routes
 
     # -- routes -------------------------------------------------------------------------
 
@@ -148,6 +175,8 @@ class Daemon:
         if self.webhook is not None:
             self.webhook.start()
         self.leader.start()
+        if self.socket_mode is not None:
+            self.socket_mode.start()
         self.scheduler.add_job(self._pass, "interval", seconds=self.settings.tick_seconds,
                                id=JOB_ID, max_instances=1, coalesce=True,
                                next_run_time=datetime.now().astimezone())

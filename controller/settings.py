@@ -115,6 +115,10 @@ class SlackSettings(_Section):
     app_token: SecretStr | None = Field(None, description="App-level token for Socket Mode.")
     app_token_file: Path | None = None
     api_url: str = Field("https://slack.com/api/", description="Slack Web API base URL.")
+    team_id: str | None = Field(None, description="Only accept clicks from this workspace.")
+    response_url_prefixes: list[str] = Field(
+        default_factory=lambda: ["https://hooks.slack.com/"],
+        description="Where ephemeral replies may be sent (Slack's response_url).")
     default_channels: dict[str, str] = Field(
         default_factory=dict,
         description="Per-namespace default channel when a policy names none.")
