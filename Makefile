@@ -20,15 +20,21 @@ $(STAMP): pyproject.toml constraints.txt
 
 venv: $(STAMP)
 
-# Debian's prometheus package: installed when missing and we are root, else say what to do.
+# Debian packages the tests start on loopback: prometheus (metrics) and mariadb-server
+# (the MySQL backend of ML Metadata). Installed when missing and we are root, else we say
+# what to install.
+SYSTEM_PACKAGES := prometheus:/usr/bin/prometheus mariadb-server:/usr/sbin/mariadbd
 system-deps:
-	@if ! command -v prometheus >/dev/null 2>&1 && [ ! -x /usr/bin/prometheus ]; then \
+	@missing=""; for entry in $(SYSTEM_PACKAGES); do \
+	  [ -x "$${entry#*:}" ] || missing="$$missing $${entry%%:*}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    echo "Installing Debian's prometheus package (apt-get)..."; \
+	    echo "Installing Debian packages:$$missing (apt-get)..."; \
 	    DEBIAN_FRONTEND=noninteractive apt-get update -q && \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
 	  else \
-	    echo "Prometheus is missing: run 'sudo apt-get install prometheus' and try again." >&2; \
+	    echo "Missing Debian packages:$$missing. Run 'sudo apt-get install$$missing' and try again." >&2; \
 	    exit 1; \
 	  fi; \
 	fi

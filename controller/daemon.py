@@ -26,6 +26,8 @@ from controller import kube
 from controller.analyzer import MetricAnalyzer
 from controller.events import KubeEventRecorder
 from controller.leader import AlwaysLeader, LeaderElector
+from controller.lineage.mlmd import MLMDLineageStore
+from controller.lineage.worker import GateFromLineage, LineageWorker
 from controller.logs import configure_logging
 from controller.notifications.interactions import SlackInteractions
 from controller.notifications.slack import SlackNotifier
@@ -76,12 +78,18 @@ class Daemon:
         else:
             self.leader = AlwaysLeader()
         observers, slack_routes = self._slack()
+        # Lineage: writes go through a background worker (an MLMD outage never delays a
+        # decision; snapshots are caught up when it returns); the gate reads through its
+        # own connection so that a slow write never holds the lock a gate read needs.
+        self.lineage = LineageWorker(MLMDLineageStore(settings.mlmd), self.telemetry.registry)
+        observers.append(self.lineage.submit)
+        gates = GateFromLineage(MLMDLineageStore(settings.mlmd, read_only=True))
         self.reconciler = Reconciler(
             isvcs=self.isvcs, policies=self.policies, analyzer=analyzer,
             events=KubeEventRecorder(self.api, on_error=lambda verb:
                                      self.telemetry.api_errors.labels(verb).inc()),
             telemetry=self.telemetry, is_leader=self.leader.is_leader,
-            clock=lambda: datetime.now().astimezone(), observers=observers)
+            clock=lambda: datetime.now().astimezone(), observers=observers, gates=gates)
         self.scheduler = BackgroundScheduler(timezone="UTC")
         self._last_pass_ok = threading.Event()
         self.http = HttpServer(settings.listen_address, {
@@ -175,6 +183,7 @@ class Daemon:
         if self.webhook is not None:
             self.webhook.start()
         self.leader.start()
+        self.lineage.start()
         if self.socket_mode is not None:
             self.socket_mode.start()
         self.scheduler.add_job(self._pass, "interval", seconds=self.settings.tick_seconds,
@@ -192,6 +201,7 @@ class Daemon:
         self.stop.wait()
         log.info("stopping")
         self.scheduler.shutdown(wait=True)
+        self.lineage.stop()
         self.http.stop()
         if self.webhook is not None:
             self.webhook.stop()

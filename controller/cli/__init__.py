@@ -13,6 +13,7 @@ from importlib.metadata import entry_points
 
 import click
 
+from controller.cli.lineage import lineage
 from controller.cli.policy import policy
 from controller.cli.rollouts import ROLLOUT_COMMANDS
 from controller.cli.run import run
@@ -58,6 +59,7 @@ def main() -> None:
 
 main.add_command(policy)
 main.add_command(run)
+main.add_command(lineage)
 for _command in ROLLOUT_COMMANDS:
     main.add_command(_command)
 

@@ -25,8 +25,7 @@ from controller.kube import KubeConfigError, current_user
 from controller.rollout.state import Command, CommandAction, Phase
 from controller.traffic import Conflict
 from controller.traffic.client import KubeInferenceServices
-from controller.traffic.kserve import read_managed
-from controller.traffic.kserve import storage_uri as predictor_storage_uri
+from controller.traffic.kserve import DeployRefused, deploy_patch, read_managed
 
 
 class _Target:
@@ -228,17 +227,12 @@ def deploy(kubeconfig: Path | None, context: str | None, namespace: str | None, 
     obj = target.isvcs.get(ns, name)
     if obj is None:
         raise click.ClickException(f"{ns}/{name}: no such InferenceService")
-    predictor = (obj.get("spec") or {}).get("predictor") or {}
-    holder = next((k for k, v in predictor.items()
-                   if isinstance(v, Mapping) and "storageUri" in v), None)
-    if holder is None:
-        raise click.ClickException(f"{ns}/{name}: the predictor has no storageUri to replace")
-    if predictor_storage_uri(predictor) == uri:
+    try:
+        patch = deploy_patch(obj, uri)
+    except DeployRefused as err:
+        raise click.ClickException(str(err)) from err
+    if patch is None:
         raise click.ClickException(f"{ns}/{name} already serves {uri}")
-    patch = {
-        "metadata": {"resourceVersion": obj["metadata"]["resourceVersion"]},
-        "spec": {"predictor": {holder: {"storageUri": uri}, "canaryTrafficPercent": 0}},
-    }
     try:
         target.isvcs.patch(ns, name, patch)
     except ApiException as err:

@@ -42,6 +42,39 @@ VERSION = constants.KSERVE_V1BETA1_VERSION
 PLURAL = constants.KSERVE_PLURAL_INFERENCESERVICE
 
 
+class DeployRefused(ValueError):
+    """The InferenceService cannot take this model as it is (says why)."""
+
+
+def deploy_patch(obj: Mapping[str, Any], uri: str, *,
+                 annotations: Mapping[str, str] | None = None) -> dict[str, Any] | None:
+    """The one merge patch that deploys the model at ``uri`` held at 0% with ``annotations``,
+    fenced by the resourceVersion read; None when the object already says all that.
+
+    Used by ``rollwise deploy`` and the Kubeflow Pipelines hand-off: the storageUri is
+    replaced where the predictor keeps it (a model-format or framework key), and the
+    traffic held at 0% in the same update, so the model never gets traffic before
+    Rollwise has analysed it."""
+    meta = obj.get("metadata") or {}
+    key = f"{meta.get('namespace')}/{meta.get('name')}"
+    predictor = (obj.get("spec") or {}).get("predictor") or {}
+    holder = next((k for k, v in predictor.items()
+                   if isinstance(v, Mapping) and "storageUri" in v), None)
+    if holder is None:
+        raise DeployRefused(f"{key}: the predictor has no storageUri to replace")
+    current = meta.get("annotations") or {}
+    changed_annotations = {k: v for k, v in (annotations or {}).items() if current.get(k) != v}
+    patch: dict[str, Any] = {"metadata": {"resourceVersion": meta.get("resourceVersion")}}
+    if changed_annotations:
+        patch["metadata"]["annotations"] = changed_annotations
+    if storage_uri(predictor) != uri:
+        patch["spec"] = {"predictor": {holder: {"storageUri": uri},
+                                       "canaryTrafficPercent": 0}}
+    elif not changed_annotations:
+        return None
+    return patch
+
+
 def predictor_hash(predictor: Mapping[str, Any]) -> str:
     """What identifies a model version: the predictor spec without the traffic field."""
     material = {k: v for k, v in predictor.items() if k != "canaryTrafficPercent"}
