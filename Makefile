@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: all demo test lint unit e2e venv system-deps control-plane schema clean
+.PHONY: all demo test lint unit e2e venv system-deps control-plane schema bench clean
 
 all: test
 
@@ -57,11 +57,16 @@ e2e: $(STAMP) system-deps control-plane
 test: $(STAMP) system-deps control-plane lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+# The statistical benchmark behind the numbers in simulations/results/ (minutes on 2 cores).
+bench: $(STAMP)
+	$(BIN)/rollwise simulate --out simulations/results
+
 schema: $(STAMP)
 	$(BIN)/rollwise policy schema > policies/rolloutpolicy.schema.json
 
-demo: $(STAMP)
+demo: $(STAMP) system-deps control-plane
 	$(BIN)/rollwise policy validate policies
+	$(BIN)/rollwise sim demo
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

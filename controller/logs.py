@@ -72,5 +72,5 @@ def configure_logging(
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
     logging.getLogger("urllib3").setLevel(logging.WARNING)
     # Both log every tick / every lease renewal at INFO: noise, not news.
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    logging.getLogger("apscheduler").setLevel(logging.ERROR)  # also "run skipped: busy"
     logging.getLogger("leaderelection").setLevel(logging.WARNING)

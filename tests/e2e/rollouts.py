@@ -1,0 +1,103 @@
+"""Shared pieces of the controller's end-to-end tests: the policy, the models, waiting."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import kubernetes.client
+
+from controller.rollout.state import STATE_ANNOTATION, RolloutState
+from simulations.endpoints import Behaviour
+from simulations.world import World
+
+NAMESPACE = "models"
+POLICY = """\
+apiVersion: rollwise.io/v1alpha1
+kind: RolloutPolicy
+metadata: {name: e2e}
+spec:
+  steps: [{weight: 10}, {weight: 25}, {weight: 50}, {weight: 100}]
+  stepDefaults: {minDuration: 6s, minRequests: 100}
+  readyTimeout: 20s
+  analysis:
+    interval: 3s
+    alpha: 0.05
+    checks:
+      - {name: error-rate, kind: ratio, tolerance: 0.5, maxRate: 0.05}
+      - {name: p99-latency, kind: latency, quantile: 0.99, tolerance: 0.5}
+      - name: prediction-drift
+        kind: distribution
+        method: jensenShannon
+        threshold: 0.1
+        reference: {source: stable}
+  onInconclusive: {deadline: 90s, action: pause}
+  onMissingData: {after: 15s, action: pause}
+"""
+GOOD = Behaviour(latency_median_ms=40, latency_sigma=0.3, error_rate=0.01,
+                 prediction_mean=0.5, prediction_sd=0.1)
+ERRORS = Behaviour(latency_median_ms=40, latency_sigma=0.3, error_rate=0.08,
+                   prediction_mean=0.5, prediction_sd=0.1)
+SLOW = Behaviour(latency_median_ms=120, latency_sigma=0.3, error_rate=0.01,
+                 prediction_mean=0.5, prediction_sd=0.1)
+DRIFTED = Behaviour(latency_median_ms=40, latency_sigma=0.3, error_rate=0.01,
+                    prediction_mean=0.8, prediction_sd=0.1)
+
+
+def write_policy(directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "e2e.yaml").write_text(POLICY)
+    return directory
+
+
+def state_of(world: World, name: str) -> RolloutState | None:
+    raw = (world.get_isvc(NAMESPACE, name)["metadata"].get("annotations") or {}).get(
+        STATE_ANNOTATION)
+    return RolloutState.from_json(raw) if raw else None
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str,
+             on_timeout: Callable[[], str] = lambda: "") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}\n{on_timeout()}")
+
+
+def deploy_and_adopt(world: World, name: str, v1: str) -> None:
+    """Create the InferenceService with its first model and wait until Rollwise adopted it."""
+    world.create_isvc(NAMESPACE, name, v1, policy="e2e")
+    wait_for(lambda: (s := state_of(world, name)) is not None and s.phase == "Succeeded",
+             60, f"{name} adopted")
+
+
+def deploy(world: World, name: str, uri: str) -> None:
+    """A plain predictor change, as a GitOps tool would make it (the webhook guards it)."""
+    world.patch_isvc(NAMESPACE, name, {"spec": {"predictor": {"model": {"storageUri": uri}}}})
+
+
+def finished(world: World, name: str, uri: str) -> RolloutState | None:
+    state = state_of(world, name)
+    if state is not None and state.storage_uri == uri and state.phase.terminal:
+        return state
+    return None
+
+
+def event_reasons(world: World, name: str) -> list[str]:
+    events = kubernetes.client.CoreV1Api(world.admin).list_namespaced_event(
+        NAMESPACE, field_selector=f"involvedObject.name={name}")
+    return [e.reason for e in sorted(events.items, key=lambda e: e.metadata.creation_timestamp)]
+
+
+def api_errors(metrics_text: str) -> float:
+    """Sum of rollwise_kubernetes_api_errors_total: any 403 from RBAC shows up here."""
+    total = 0.0
+    for line in metrics_text.splitlines():
+        if line.startswith("rollwise_kubernetes_api_errors_total"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
