@@ -169,7 +169,7 @@ def test_commands_wait_under_one_fixed_key_and_are_consumed_with_the_action(
     annotations = isvcs.objects[("models", "churn")]["metadata"]["annotations"]
     assert [c["id"] for c in json.loads(annotations[COMMANDS_ANNOTATION])] == ["c1", "c2"]
     assert all(not k.startswith("rollwise.io/command-") for k in annotations)
-    reconciler, events, _ = make(store, isvcs, now=T0 + timedelta(minutes=1))
+    reconciler, _, _ = make(store, isvcs, now=T0 + timedelta(minutes=1))
     reconciler.run_once()
     _, _, patch = isvcs.patches[-1]
     assert patch["spec"] == {"predictor": {"canaryTrafficPercent": 0}}
