@@ -136,8 +136,7 @@ class Reconciler:
                 step_started_at=state.step_started_at or state.phase_since, policy=policy,
                 closed_steps=state.closed_steps,
                 min_requests=policy.spec.min_requests(state.step),
-                certify=policy.spec.steps[min(state.step + 1, len(policy.spec.steps) - 1)]
-                .weight == 100))
+                certify=policy.spec.analysis.certify_step(state.step, policy.spec.steps)))
         if not requests:
             return {}
         started = time.monotonic()

@@ -356,6 +356,26 @@ class Analysis(_Model):
         "knative-queue-proxy", description="Where request metrics come from (see the presets)."
     )
     checks: list[Check] = Field(min_length=1, description="The metric checks; at least one.")
+    certify: Literal["beforePromotion", "everyStep", "never"] = Field(
+        "beforePromotion",
+        description=(
+            "Which steps need evidence that the canary is within its margins (the relative "
+            "tolerance, or else the absolute SLO guards maxRate / maxLatency / maxShareAbove) "
+            "before they pass. beforePromotion (default): the step that leads to 100%; "
+            "earlier steps pass once there is no evidence of harm. everyStep: every step. "
+            "never: no step (Flagger-like speed at low traffic, but a regression too small "
+            "to detect with the traffic seen gets promoted). Rare events make relative "
+            "evidence slow: set SLO guards to let good canaries through sooner."
+        ),
+    )
+
+    def certify_step(self, step: int, steps: list[Step]) -> bool:
+        """Whether passing ``step`` needs evidence of no regression."""
+        if self.certify == "never":
+            return False
+        if self.certify == "everyStep":
+            return True
+        return step + 1 < len(steps) and steps[step + 1].weight == 100
 
     @model_validator(mode="after")
     def _checks_consistent(self) -> Analysis:

@@ -27,11 +27,15 @@ class KubeInferenceServices:
         self._namespaces = namespaces
         self._on_api_error = on_api_error or (lambda verb: None)
 
-    def _call(self, verb: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    def _call(self, verb: str, fn: Callable[..., Any], *args: Any,
+              expected: tuple[int, ...] = (), **kwargs: Any) -> Any:
+        """Call the API; failures count as API errors except the ``expected`` statuses (a
+        409 on a fenced write, a 404 on a get), which are outcomes, not faults."""
         try:
             return fn(*args, _request_timeout=REQUEST_TIMEOUT, **kwargs)
-        except ApiException:
-            self._on_api_error(verb)
+        except ApiException as err:
+            if err.status not in expected:
+                self._on_api_error(verb)
             raise
 
     def list(self) -> list[Mapping[str, Any]]:
@@ -50,7 +54,7 @@ class KubeInferenceServices:
         try:
             result: Mapping[str, Any] = self._call(
                 "get", self._api.get_namespaced_custom_object, GROUP, VERSION, namespace,
-                PLURAL, name)
+                PLURAL, name, expected=(404,))
             return result
         except ApiException as err:
             if err.status == 404:
@@ -62,7 +66,7 @@ class KubeInferenceServices:
         try:
             result: Mapping[str, Any] = self._call(
                 "patch", self._api.patch_namespaced_custom_object, GROUP, VERSION, namespace,
-                PLURAL, name, patch)
+                PLURAL, name, patch, expected=(409,))
             return result
         except ApiException as err:
             if err.status == 409:

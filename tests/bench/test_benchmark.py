@@ -1,0 +1,147 @@
+"""The benchmark's baselines behave like the tools they imitate; runs are reproducible."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from scipy import stats
+
+from controller.analysis import Outcome
+from simulations.benchmark import run
+from simulations.benchmark.cli import simulate
+from simulations.benchmark.judges import (
+    FlaggerJudge,
+    KayentaJudge,
+    OracleJudge,
+    StepLog,
+    hodges_lehmann,
+)
+from simulations.benchmark.scenarios import (
+    LATENCY_BOUNDS_S,
+    STABLE,
+    Traffic,
+    benchmark_policy,
+    drift_shift,
+    population_psi,
+    prediction_probabilities,
+    scenarios,
+)
+
+
+def _traffic(requests: int, errors: int, slow: int = 0) -> Traffic:
+    t = Traffic.empty()
+    t.requests, t.errors = requests, errors
+    t.latency[5] = requests - slow          # 60-80ms
+    t.latency[-1] = slow                    # beyond every bound
+    return t
+
+
+def _log(*minutes: tuple[Traffic, Traffic]) -> list[StepLog]:
+    step = StepLog(5)
+    for canary, stable in minutes:
+        step.record(canary, stable)
+    return [step]
+
+
+def test_flagger_counts_failed_checks_over_the_rollout_and_rolls_back_at_five() -> None:
+    judge = FlaggerJudge()
+    ok = (_traffic(300, 2), _traffic(5700, 30))
+    bad = (_traffic(300, 5), _traffic(5700, 30))         # 98.3% success
+    slow = (_traffic(300, 0, slow=10), _traffic(5700, 30))   # p99 beyond 500ms
+    empty = (_traffic(0, 0), _traffic(5700, 30))
+    assert judge.decide(_log(ok), final=False) == Outcome.PASS
+    outcomes = [judge.decide(_log(m), final=False) for m in (bad, slow, empty, bad, ok, bad)]
+    assert outcomes == [Outcome.CONTINUE] * 4 + [Outcome.PASS, Outcome.FAIL]
+
+
+def test_hodges_lehmann_interval_matches_brute_force() -> None:
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(1.0, 1, 12), rng.normal(0.0, 1, 15)
+    lower, upper, estimate = hodges_lehmann(x, y, 0.95)
+    d = np.sort(np.subtract.outer(x, y).ravel())
+    assert estimate == pytest.approx(np.median(d))
+    # The interval holds the shifts that the two-sided Mann-Whitney test does not reject.
+    for shift in (lower + 1e-9, upper - 1e-9):
+        assert stats.mannwhitneyu(x - shift, y, method="asymptotic",
+                                  use_continuity=False).pvalue > 0.04
+    assert hodges_lehmann(x[:1], y[:1], 0.98)[:2] == (-math.inf, math.inf)
+
+
+def test_kayenta_classifies_a_clear_increase_high_and_fails_the_canary() -> None:
+    k = KayentaJudge()
+    high = np.asarray([0.02, 0.021, 0.019, 0.022, 0.02, 0.018, 0.023, 0.02])
+    low = np.asarray([0.005, 0.006, 0.004, 0.005, 0.005, 0.006, 0.004, 0.005])
+    assert k.classify(high, low, "increase") == "high"
+    assert k.classify(low, high, "increase") == "pass"
+    assert k.classify(low, high, "either") == "low"
+    minutes = [(_traffic(300, 6), _traffic(5700, 28)) for _ in range(8)]
+    assert k.decide(_log(*minutes), final=False) == Outcome.FAIL
+    same = [(_traffic(300, 1), _traffic(5700, 19)) for _ in range(8)]
+    assert k.decide(_log(*same), final=False) == Outcome.PASS
+
+
+def test_oracle_sprt_uses_walds_boundaries() -> None:
+    oracle = OracleJudge(scenarios()["errors"], alpha=0.05)
+    ((sprt, _),) = oracle.tests
+    assert sprt.upper == pytest.approx(math.log(0.95 / 0.05))
+    assert sprt.lower == pytest.approx(math.log(0.05 / 0.95))
+    # 1% errors on 3000 requests is overwhelming evidence for the 1% alternative.
+    assert oracle.decide(_log((_traffic(3000, 30), _traffic(57000, 285))),
+                         final=False) == Outcome.FAIL
+    aa = OracleJudge(scenarios()["aa"], alpha=0.05)
+    assert len(aa.tests) == 3
+
+
+def test_scenarios_have_the_stated_effects() -> None:
+    s = scenarios()
+    assert population_psi(prediction_probabilities(drift_shift()), STABLE.prediction_probs) == (
+        pytest.approx(0.25, abs=1e-6))
+    assert s["errors"].canary.error_rate == 2 * STABLE.error_rate
+    assert s["latency"].canary.latency_median_s == pytest.approx(1.2 * STABLE.latency_median_s)
+    assert len(STABLE.latency_probs) == len(LATENCY_BOUNDS_S) + 1
+
+
+def test_runs_are_reproducible_and_judges_share_random_streams() -> None:
+    tasks = run.tasks(seed=9, rollouts=4, scenario_names=["errors"], rps=[100],
+                      judges=["rollwise", "rollwise-strict"], chunk=4)
+    first, second = run.run(tasks, workers=1), run.run(tasks, workers=1)
+    assert first == second
+    # Both variants hold a bad canary at 5% until they fail it: the same traffic, so
+    # whenever they stop at the same minute they saw exactly the same requests.
+    by = {(r.judge, r.index): r for r in first}
+    for i in range(4):
+        a, b = by[("rollwise", i)], by[("rollwise-strict", i)]
+        if a.minutes == b.minutes and a.weight == b.weight:
+            assert a.exposure == b.exposure
+
+
+def test_schedule_follows_the_policy() -> None:
+    schedule = run.Schedule.of(benchmark_policy())
+    assert schedule.weights == (5, 10, 25, 50, 100)
+    assert schedule.min_minutes == (5, 5, 5, 5)
+    assert schedule.min_requests == (200, 200, 200, 200)
+    assert schedule.deadline_minutes == 30
+
+
+def test_simulate_command_writes_the_table_and_the_plot(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    result = CliRunner().invoke(simulate, [
+        "--rollouts", "3", "--scenarios", "aa,errors", "--rps", "1000",
+        "--judges", "flagger,rollwise", "--workers", "1", "--out", str(out), "--seed", "5"])
+    has_matplotlib = importlib.util.find_spec("matplotlib") is not None
+    assert result.exit_code == (0 if has_matplotlib else 1), result.output
+    text = (out / "benchmark.md").read_text()
+    assert "| errors | 1000 | rollwise |" in text and "| errors | 1000 | oracle |" in text
+    assert "--seed 5 --rollouts 3" in text
+    assert (out / "benchmark.csv").exists()
+    assert (out / "benchmark.png").exists() == has_matplotlib
+
+
+def test_simulate_rejects_unknown_names() -> None:
+    result = CliRunner().invoke(simulate, ["--scenarios", "aa,nope"])
+    assert result.exit_code == 2 and "nope" in result.output
