@@ -28,7 +28,7 @@ from controller.rollout.snapshot import RolloutSnapshot
 from controller.rollout.state import Phase, RolloutState
 from controller.telemetry import Telemetry
 from controller.traffic import Conflict, InferenceServices
-from controller.traffic.kserve import Managed, read_managed, rollout_patch
+from controller.traffic.kserve import Managed, NothingToRestore, read_managed, rollout_patch
 
 log = structlog.get_logger(__name__)
 
@@ -198,10 +198,17 @@ class Reconciler:
             bound.warning("unreadable command dropped", error=why)
         promoted = (result.state.phase == Phase.SUCCEEDED and
                     (item.state is None or item.state.phase != Phase.SUCCEEDED))
-        patch = rollout_patch(
-            item, result.state, result.traffic, result.handled,
-            last_good={k: v for k, v in item.predictor.items() if k != "canaryTrafficPercent"}
-            if promoted else None)
+        try:
+            patch = rollout_patch(
+                item, result.state, result.traffic, result.handled,
+                last_good={k: v for k, v in item.predictor.items()
+                           if k != "canaryTrafficPercent"} if promoted else None)
+        except NothingToRestore as err:
+            bound.warning("cannot restore the previous spec", error=str(err))
+            self.events.record(item.namespace, item.name, item.uid,
+                               key=f"{result.state.id}:no-restore", reason="RestoreFailed",
+                               message=str(err), warning=True, at=now)
+            patch = rollout_patch(item, result.state, None, result.handled)
         if not self.is_leader():
             return item.state
         try:

@@ -74,10 +74,16 @@ class Promote:
 class RollBack:
     """``canaryTrafficPercent: 0``: all traffic back to the last rolled-out revision."""
 
-    restore_previous_spec: bool = False
+
+@dataclass(frozen=True)
+class RestoreSpec:
+    """Put the last promoted predictor spec back (``onFailure.restorePreviousSpec``, for
+    teams without GitOps). Only after the rollback is confirmed, so traffic is already
+    on the stable revision; KServe then rolls the known-good model out as a new revision,
+    which Rollwise analyses like any deploy."""
 
 
-TrafficAction = SetCanary | Promote | RollBack
+TrafficAction = SetCanary | Promote | RollBack | RestoreSpec
 
 
 @dataclass(frozen=True)
@@ -205,8 +211,7 @@ class _Tick:
                          pause=None, ending=ending)
         state = state.evolve(handled_commands=_remember(state, handled))
         event = Event(kind, "RollingBack", reason, warning=True)
-        return Result(state, RollBack(self.policy.on_failure.restore_previous_spec), (event,),
-                      handled)
+        return Result(state, RollBack(), (event,), handled)
 
     def _weight(self, step: int) -> int:
         return self.policy.steps[step].weight
@@ -366,8 +371,15 @@ class _Tick:
             reason = state.last_decision.reason if state.last_decision else "rolled back"
             done = self._to(ending, "rolled-back", reason, ending=None)
             kind = "aborted" if ending == Phase.ABORTED else "rolledBack"
-            return Result(done, None, (Event(kind, "RolledBack" if kind == "rolledBack"
-                                             else "Aborted", reason, warning=True),))
+            events = [Event(kind, "RolledBack" if kind == "rolledBack" else "Aborted", reason,
+                            warning=True)]
+            restore = None
+            if ending == Phase.FAILED and self.policy.on_failure.restore_previous_spec:
+                restore = RestoreSpec()
+                events.append(Event("rolledBack", "RestoringSpec",
+                                    "restoring the last promoted predictor spec "
+                                    "(onFailure.restorePreviousSpec)"))
+            return Result(done, restore, tuple(events))
         return Result(state)
 
     def _pending(self, gate: GateResult | None) -> Result:

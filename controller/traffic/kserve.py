@@ -20,12 +20,12 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from kserve import constants
 
-from controller.rollout.machine import Promote, RollBack, SetCanary, TrafficAction
+from controller.rollout.machine import Promote, RestoreSpec, RollBack, SetCanary, TrafficAction
 from controller.rollout.state import (
     COMMANDS_ANNOTATION,
     LAST_GOOD_ANNOTATION,
@@ -142,6 +142,7 @@ class Managed:
     bad_commands: tuple[str, ...]          # why each unreadable entry was dropped
     predictor: Mapping[str, Any]
     url: str | None = None
+    annotations: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -169,7 +170,27 @@ def read_managed(isvc: Mapping[str, Any]) -> Managed | None:
         commands=tuple(commands), bad_commands=tuple(bad),
         predictor=(isvc.get("spec") or {}).get("predictor") or {},
         url=(isvc.get("status") or {}).get("url"),
+        annotations=dict(annotations),
     )
+
+
+class NothingToRestore(ValueError):
+    """No promoted predictor spec was recorded on this InferenceService."""
+
+
+def restore_predictor(managed: Managed) -> dict[str, Any]:
+    """The merge patch of ``spec.predictor`` that puts the last promoted spec back: its
+    fields, and null for fields the current spec has and that one had not. The percent
+    stays 0 so the restored revision is rolled out under analysis, never all at once."""
+    raw = managed.annotations.get(LAST_GOOD_ANNOTATION)
+    if not raw:
+        raise NothingToRestore(f"{managed.key}: no promoted predictor spec recorded "
+                               f"({LAST_GOOD_ANNOTATION})")
+    last_good = json.loads(raw)
+    patch: dict[str, Any] = {k: None for k in managed.predictor if k not in last_good}
+    patch.update(last_good)
+    patch["canaryTrafficPercent"] = 0
+    return patch
 
 
 def read_commands(text: str | None) -> tuple[list[Command], list[str]]:
@@ -219,7 +240,9 @@ def rollout_patch(
         "metadata": {"resourceVersion": managed.resource_version, "annotations": annotations},
     }
     predictor: dict[str, Any] = {}
-    if isinstance(traffic, SetCanary):
+    if isinstance(traffic, RestoreSpec):
+        predictor = restore_predictor(managed)
+    elif isinstance(traffic, SetCanary):
         predictor["canaryTrafficPercent"] = traffic.percent
     elif isinstance(traffic, Promote):
         predictor["canaryTrafficPercent"] = None

@@ -186,3 +186,59 @@ def test_a_command_added_between_read_and_write_is_not_lost(store: PolicyStore) 
     isvcs.conflict_next = True  # someone else wrote first
     submit_command(isvcs, "models", "churn", Command("c1", "pause", "a", T0))
     assert len(isvcs.patches) == 1  # retried after the 409
+
+
+def test_restore_previous_spec_after_a_confirmed_rollback(tmp_path: Path) -> None:
+    from controller.rollout.state import LAST_GOOD_ANNOTATION, Phase
+
+    source = (ROOT / "policies" / "fast.yaml").read_text().replace(
+        "  onMissingData:", "  onFailure: {restorePreviousSpec: true}\n  onMissingData:")
+    (tmp_path / "fast.yaml").write_text(source)
+    store = PolicyStore(tmp_path)
+    state = progressing_state().evolve(phase=Phase.ROLLING_BACK, ending=Phase.FAILED,
+                                       expected_percent=0)
+    obj = isvc("s3://m/v2", 0, created="churn-predictor-00002", state=state)
+    obj["spec"]["predictor"]["minReplicas"] = 2  # a field the good spec did not have
+    state = state.evolve(spec_hash=predictor_hash(obj["spec"]["predictor"]))
+    obj["metadata"]["annotations"][STATE_ANNOTATION] = state.to_json()
+    obj["status"]["components"]["predictor"]["traffic"] = [
+        {"revisionName": "churn-predictor-00001", "percent": 100},
+        {"revisionName": "churn-predictor-00002", "percent": 0, "latestRevision": True}]
+    good = {"model": {"modelFormat": {"name": "sklearn"}, "storageUri": "s3://m/v1"}}
+    obj["metadata"]["annotations"][LAST_GOOD_ANNOTATION] = json.dumps(good)
+    isvcs = FakeInferenceServices(obj)
+    reconciler, events, _ = make(store, isvcs, now=T0 + timedelta(minutes=5))
+    reconciler.run_once()
+    (_, _, patch), = isvcs.patches
+    assert patch["spec"]["predictor"] == {**good, "minReplicas": None,
+                                          "canaryTrafficPercent": 0}
+    assert json.loads(patch["metadata"]["annotations"][STATE_ANNOTATION])["phase"] == "Failed"
+    assert {"RolledBack", "RestoringSpec"} <= {e["reason"] for e in events.recorded}
+    # Next pass: the restored spec is a new model to Rollwise, rolled out from a terminal
+    # state (nothing superseded), held at the first step.
+    reconciler.run_once()
+    _, _, second = isvcs.patches[-1]
+    started = json.loads(second["metadata"]["annotations"][STATE_ANNOTATION])
+    assert started["phase"] == "Pending" and started["storage_uri"] == "s3://m/v1"
+    assert "Superseded" not in {e["reason"] for e in events.recorded}
+
+
+def test_restore_without_a_recorded_spec_is_reported_and_the_rollback_stands(
+        tmp_path: Path) -> None:
+    from controller.rollout.state import Phase
+
+    source = (ROOT / "policies" / "fast.yaml").read_text().replace(
+        "  onMissingData:", "  onFailure: {restorePreviousSpec: true}\n  onMissingData:")
+    (tmp_path / "fast.yaml").write_text(source)
+    state = progressing_state().evolve(phase=Phase.ROLLING_BACK, ending=Phase.FAILED,
+                                       expected_percent=0)
+    obj = isvc("s3://m/v2", 0, created="churn-predictor-00002", state=state)
+    obj["status"]["components"]["predictor"]["traffic"] = [
+        {"revisionName": "churn-predictor-00001", "percent": 100}]
+    isvcs = FakeInferenceServices(obj)
+    reconciler, events, _ = make(PolicyStore(tmp_path), isvcs, now=T0 + timedelta(minutes=5))
+    reconciler.run_once()
+    (_, _, patch), = isvcs.patches
+    assert "spec" not in patch
+    assert json.loads(patch["metadata"]["annotations"][STATE_ANNOTATION])["phase"] == "Failed"
+    assert "RestoreFailed" in {e["reason"] for e in events.recorded}
