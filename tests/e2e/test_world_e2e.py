@@ -16,18 +16,9 @@ from prometheus_api_client import PrometheusConnect
 from simulations.endpoints import Behaviour
 from simulations.kube.build import Binaries
 from simulations.world import World, WorldConfig
+from tests.e2e.rollouts import wait_for
 
 pytestmark = pytest.mark.e2e
-
-
-def _wait(predicate, timeout: float, what: str):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_canary_percent_moves_the_share_prometheus_counts(kube_binaries: Binaries) -> None:
@@ -35,7 +26,7 @@ def test_canary_percent_moves_the_share_prometheus_counts(kube_binaries: Binarie
     config = WorldConfig(models={"s3://m/v1": good, "s3://m/v2": good}, ready_delay=0.5)
     with World(config, binaries=kube_binaries) as world:
         world.create_isvc("models", "share", "s3://m/v1")
-        _wait(lambda: (world.get_isvc("models", "share").get("status") or {}).get("components",
+        wait_for(lambda: (world.get_isvc("models", "share").get("status") or {}).get("components",
               {}).get("predictor", {}).get("latestRolledoutRevision"), 30, "first revision")
         world.patch_isvc("models", "share", {"spec": {"predictor": {
             "model": {"storageUri": "s3://m/v2"}, "canaryTrafficPercent": 30}}})
@@ -46,7 +37,7 @@ def test_canary_percent_moves_the_share_prometheus_counts(kube_binaries: Binarie
             return {t["revisionName"]: t["percent"] for t in traffic} == {
                 "share-predictor-00002": 30, "share-predictor-00001": 70}
 
-        _wait(split_ready, 30, "a 30/70 split in status.traffic")
+        wait_for(split_ready, 30, "a 30/70 split in status.traffic")
         generator = world.start_traffic("models", "share", 300, max_seconds=14)
         time.sleep(14)
         generator.stop()

@@ -21,6 +21,7 @@ from kubernetes.client.exceptions import ApiException
 
 from simulations.kserve import controller as controller_module
 from simulations.kserve.controller import RevisionEvent, SimulatedKServe, merge_patch
+from tests.fakes import merge_patch as apply_merge_patch
 
 NS = "models"
 NAME = "iris"
@@ -33,19 +34,6 @@ def predictor(uri: str = "s3://models/iris/v1", canary: int | None = None) -> di
     if canary is not None:
         spec["canaryTrafficPercent"] = canary
     return spec
-
-
-def apply_merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386, as the API server applies ``application/merge-patch+json``."""
-    if not isinstance(patch, Mapping):
-        return copy.deepcopy(patch)
-    result = dict(target) if isinstance(target, Mapping) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = apply_merge_patch(result.get(key), value)
-    return result
 
 
 class FakeApiServer:
