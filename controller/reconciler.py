@@ -174,16 +174,23 @@ class Reconciler:
                          revision=item.state.revision if item.state else None)
         policy = self.policies.get(item.policy)
         if policy is None:
-            problems = "; ".join(str(p) for p in self.policies.problems) or "no such policy"
-            self._report_once(item, f"policy-missing:{item.policy}:{problems}",
-                              "PolicyNotFound",
-                              f"policy {item.policy!r} is not loaded: {problems}")
+            why = "; ".join(str(p) for p in self.policies.problems) or "no such policy"
+            self._report_once(item, f"policy-missing:{item.policy}:{why}", "PolicyNotFound",
+                              f"policy {item.policy!r} is not loaded: {why}")
             return item.state
         if item.state_error is not None:
             self._report_once(item, f"state:{item.resource_version}", "StateUnreadable",
                               f"{item.state_error}; not acting until it is fixed or removed")
             return None
-        self._reported.pop(item.key, None)
+        problems = self.policies.problems_for(item.policy)
+        if problems:
+            # The last good version stays in force; say so on the object that uses it.
+            self._report_once(item, f"policy-invalid:{item.policy}:{problems[0]}",
+                              "PolicyInvalid",
+                              f"policy {item.policy!r} has an invalid edit; its last good "
+                              f"version stays in force: {problems[0]}")
+        else:
+            self._reported.pop(item.key, None)
         gate = None
         if (policy.spec.gates.pre_rollout is not None and item.state is not None
                 and item.state.phase == Phase.PENDING

@@ -40,6 +40,8 @@ class ControllerProcess:
         self._webhook = webhook
         self._extra = dict(env or {})
         self.identity = identity
+        # Lineage (ML Metadata on SQLite) beside the log, never in the caller's directory.
+        self.mlmd_path = log_file.with_suffix(".mlmd.sqlite")
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -58,6 +60,7 @@ class ControllerProcess:
             "ROLLWISE_LEADER_ELECTION__RENEW_DEADLINE_SECONDS": "4",
             "ROLLWISE_LEADER_ELECTION__RETRY_PERIOD_SECONDS": "1",
             "ROLLWISE_TICK_SECONDS": "1",
+            "ROLLWISE_MLMD__SQLITE_PATH": str(self.mlmd_path),
             "ROLLWISE_LOG_FORMAT": "json",
             "HOSTNAME": f"rollwise-{self.identity}",
         })

@@ -141,6 +141,22 @@ def test_an_invalid_policy_edit_keeps_the_last_good_version(store: PolicyStore) 
     assert policy is not None and policy.spec.analysis.alpha == 0.05
 
 
+def test_an_invalid_policy_edit_is_reported_on_the_objects_that_use_it(
+        store: PolicyStore) -> None:
+    obj = isvc("s3://m/v2", 10, created="churn-predictor-00002", state=progressing_state())
+    isvcs = FakeInferenceServices(obj)
+    reconciler, events, _ = make(store, isvcs, Judgement("pass", "fine"),
+                                 T0 + timedelta(minutes=3))
+    store.reload()
+    path = store.directory / "fast.yaml"
+    path.write_text(path.read_text().replace("alpha: 0.05", "alpha: 7"))
+    reconciler.run_once()
+    reconciler.run_once()
+    assert [e["reason"] for e in events.recorded].count("PolicyInvalid") == 1
+    assert "last good version stays in force" in events.recorded[0]["message"]
+    assert isvcs.patches  # the rollout went on under the last good version
+
+
 def test_analysis_runs_at_the_policy_interval_not_every_pass(store: PolicyStore) -> None:
     obj = isvc("s3://m/v2", 10, created="churn-predictor-00002", state=progressing_state())
     isvcs = FakeInferenceServices(obj)
