@@ -13,6 +13,7 @@ a revision that never becomes ready (a broken model).
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 import tempfile
 import threading
@@ -89,8 +90,10 @@ class World:
 
     def _start(self) -> None:
         stack = self._stack
-        self.cluster = stack.enter_context(ControlPlane(manifests=rbac_manifests(),
-                                                        binaries=self._binaries))
+        self.audit_log = self.workdir / "audit.log"
+        self.cluster = stack.enter_context(ControlPlane(
+            manifests=rbac_manifests(), binaries=self._binaries,
+            apiserver_args=_audit_args(self.workdir, self.audit_log)))
         self.admin = stack.enter_context(self.cluster.admin_api_client())
         self.fleet = EndpointFleet(self.workdir / "targets.json", flavour=self.config.flavour,
                                    seed=self.config.seed)
@@ -152,6 +155,25 @@ class World:
 
     # -- helpers for tests and the demo ---------------------------------------------------
 
+    def controller_api_calls(self) -> set[tuple[str, str, str, int]]:
+        """(verb, API group, resource, HTTP status) of every request the controller's
+        service account made, from the API server's audit log."""
+        user = (f"system:serviceaccount:{self.cluster.controller_namespace}:"
+                f"{self.cluster.controller_service_account}")
+        calls = set()
+        for line in self.audit_log.read_text().splitlines():
+            event = json.loads(line)
+            # A watch is long-running: it shows as ResponseStarted until it ends.
+            if event.get("stage") not in ("ResponseComplete", "ResponseStarted") or (
+                    event.get("user", {}).get("username") != user):
+                continue
+            ref = event.get("objectRef") or {}
+            resource = ref.get("resource", "") + (f"/{ref['subresource']}"
+                                                  if ref.get("subresource") else "")
+            calls.add((event["verb"], ref.get("apiGroup", ""), resource,
+                       int(event.get("responseStatus", {}).get("code", 0))))
+        return calls
+
     def create_isvc(self, namespace: str, name: str, uri: str, *,
                     policy: str | None = None) -> dict[str, Any]:
         annotations = {"rollwise.io/policy": policy} if policy else {}
@@ -211,6 +233,17 @@ class World:
         with contextlib.suppress(ApiException):
             api.delete_mutating_webhook_configuration("rollwise")
         api.create_mutating_webhook_configuration(body)
+
+
+def _audit_args(workdir: Path, log: Path) -> list[str]:
+    """Audit every request at Metadata level (who, verb, resource, status): the end-to-end
+    suite compares what the controller did with what deploy/rbac grants."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    policy = workdir / "audit-policy.yaml"
+    policy.write_text("apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]"
+                      "\nrules:\n  - level: Metadata\n")
+    return [f"--audit-policy-file={policy}", f"--audit-log-path={log}",
+            "--audit-log-format=json", "--audit-log-maxbackup=1"]
 
 
 def _as_dict(obj: object) -> dict[str, Any]:
