@@ -67,6 +67,7 @@ from simulations.benchmark.scenarios import (
     Scenario,
     Traffic,
     scenarios,
+    slo_policy,
     stable_p99_bound,
 )
 
@@ -318,7 +319,8 @@ class OracleJudge:
         return Outcome.PASS if all(r is False for r in results) else Outcome.CONTINUE
 
 
-JUDGES = ("flagger", "kayenta", "rollwise", "rollwise-strict", "rollwise-lenient", "oracle")
+JUDGES = ("flagger", "kayenta", "rollwise", "rollwise-slo", "rollwise-strict", "rollwise-lenient",
+          "oracle")
 
 
 def make_judge(name: str, scenario: Scenario, policy: RolloutPolicy) -> Judge:
@@ -329,6 +331,8 @@ def make_judge(name: str, scenario: Scenario, policy: RolloutPolicy) -> Judge:
         return KayentaJudge()
     if name == "rollwise":
         return RollwiseJudge(policy)
+    if name == "rollwise-slo":
+        return RollwiseJudge(slo_policy(), name=name)
     if name == "rollwise-strict":
         return RollwiseJudge(policy, certify="always", name=name)
     if name == "rollwise-lenient":

@@ -139,7 +139,8 @@ def tasks(seed: int, rollouts: int, scenario_names: Sequence[str], rps: Sequence
            for s in scenario_names for r in rps for j in judges
            for start in range(0, rollouts, chunk)]
     # Slow judges and long (A/A, low-traffic) rollouts first, so the pool ends together.
-    weight = {"rollwise-strict": 0, "rollwise": 1, "rollwise-lenient": 2, "kayenta": 3}
+    weight = {"rollwise-strict": 0, "rollwise": 1, "rollwise-slo": 1, "rollwise-lenient": 2,
+              "kayenta": 3}
     return sorted(out, key=lambda t: (weight.get(t.judge, 4), t.scenario != "aa", t.rps))
 
 
@@ -268,7 +269,7 @@ def _find(summaries: Sequence[Summary], scenario: str, rps: int, judge: str) -> 
 
 def targets(summaries: Sequence[Summary], alpha: float) -> list[str]:
     """The brief's targets with the measured numbers, for each Rollwise variant run."""
-    variants = [j for j in ("rollwise", "rollwise-strict", "rollwise-lenient")
+    variants = [j for j in ("rollwise", "rollwise-slo", "rollwise-strict", "rollwise-lenient")
                 if any(s.judge == j for s in summaries)]
     rates = sorted({s.rps for s in summaries})
     bad = [s for s in SCENARIOS[1:] if any(x.scenario == s for x in summaries)]
@@ -355,8 +356,10 @@ def markdown(summaries: Sequence[Summary], *, seed: int, rollouts: int, seconds:
         "the same schedule and the same random streams. Rollwise uses the policy's checks "
         f"[{checks}], alpha {alpha:g}; the step before 100% needs the non-inferiority "
         "certificate, earlier steps pass on absence of evidence of harm "
-        "(`rollwise-strict`: the certificate at every step, the judge's default; "
-        "`rollwise-lenient`: never, as Flagger and Kayenta). " + describe(),
+        "(`rollwise-strict`: the certificate at every step; "
+        "`rollwise-lenient`: never, as Flagger and Kayenta; `rollwise-slo`: the default "
+        "rule with the Flagger-style judge's SLOs as absolute guards, maxRate 1% and "
+        "maxLatency 500ms, which can also certify the canary). " + describe(),
         "",
         "`rolled back` is the false-rollback rate in the `aa` rows and the detection rate "
         "elsewhere. Exposure is the number of requests the bad canary served before it was "

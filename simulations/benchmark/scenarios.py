@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from functools import cache, cached_property
 
 import numpy as np
@@ -200,6 +201,19 @@ def benchmark_policy() -> RolloutPolicy:
             "onInconclusive": {"deadline": "30m", "action": "pause"},
         },
     })
+
+
+def slo_policy() -> RolloutPolicy:
+    """``benchmark_policy`` plus the SLOs the Flagger-style judge enforces (success rate
+    >= 99%, p99 < 500 ms) as Rollwise's absolute guards, which can also certify a canary:
+    Rollwise and Flagger then hold the canary to the same objectives."""
+    policy = benchmark_policy()
+    error_rate, latency, drift = policy.spec.analysis.checks
+    checks = [error_rate.model_copy(update={"max_rate": 0.01}),
+              latency.model_copy(update={"max_latency": timedelta(milliseconds=500)}), drift]
+    analysis = policy.spec.analysis.model_copy(update={"checks": checks})
+    return policy.model_copy(update={"spec": policy.spec.model_copy(update={"analysis":
+                                                                           analysis})})
 
 
 @cache
