@@ -87,6 +87,25 @@ def test_a_good_model_is_promoted_step_by_step(env: Env) -> None:
     assert reasons.count("StepAdvanced") == 2 and "Promoted" in reasons, reasons
 
 
+def test_the_promoted_rollout_is_in_ml_metadata(env: Env) -> None:
+    """Lineage written by the real controller through its background worker."""
+    from controller.lineage.mlmd import MLMDLineageStore
+    from controller.settings import MLMDSettings
+
+    _outcome(env, "good")
+    promoted = finished(env.world, "good", SCENARIOS["good"][0])
+    assert promoted is not None
+    store = MLMDLineageStore(MLMDSettings(sqlite_path=env.controller.mlmd_path),
+                             read_only=True)
+
+    def completed() -> dict[str, object] | None:
+        view = store.view(NAMESPACE, "good")
+        return next((dict(r) for r in view.rollouts
+                     if r.get("id") == promoted.id and r.get("state") == "COMPLETE"), None)
+
+    wait_for(completed, 30, "the promoted rollout COMPLETE in MLMD", env.controller.tail)
+
+
 @pytest.mark.parametrize(("name", "check"), [
     ("errors", "error-rate"), ("slow", "p99-latency"), ("drift", "prediction-drift")])
 def test_a_regression_is_rolled_back_with_its_reason(env: Env, name: str, check: str) -> None:
