@@ -54,7 +54,10 @@ __all__ = [
 ]
 
 KSERVE_CRD_ENV = "ROLLWISE_KSERVE_CRD"
-DEFAULT_KSERVE_CRD = (
+# KServe's real CRD, kept in the repository (crds/README.md: source, commit, sha256) so
+# that a fresh machine has it; a test keeps it identical to shared/reference when present.
+DEFAULT_KSERVE_CRD = Path(__file__).with_name("crds") / "serving.kserve.io_inferenceservices.yaml"
+SHARED_REFERENCE_CRD = (
     PROJECT_ROOT.parent / "shared" / "reference" / "kserve"
     / "serving.kserve.io_inferenceservices.yaml"
 )
@@ -121,7 +124,7 @@ def _free_loopback_ports(count: int) -> list[int]:
 
 
 def _resolve_kserve_crd(explicit: Path | None) -> Path:
-    """The argument, else $ROLLWISE_KSERVE_CRD, else the shared reference copy; must exist."""
+    """The argument, else $ROLLWISE_KSERVE_CRD, else the copy in crds/; must exist."""
     from_env = os.environ.get(KSERVE_CRD_ENV)
     path = explicit or (Path(from_env) if from_env else DEFAULT_KSERVE_CRD)
     if not path.is_file():

