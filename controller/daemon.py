@@ -201,6 +201,7 @@ class Daemon:
         self.stop.wait()
         log.info("stopping")
         self.scheduler.shutdown(wait=True)
+        self.leader.release()
         self.lineage.stop()
         self.http.stop()
         if self.webhook is not None:

@@ -119,3 +119,26 @@ def test_two_controllers_only_the_leader_acts_and_failover_finishes(
     finally:
         a.stop()
         b.stop()
+
+
+def test_a_stopped_leader_hands_the_lease_over_at_once(world: World, policies: Path,
+                                                      tmp_path: Path) -> None:
+    """A rolling upgrade sends SIGTERM: the leader releases the Lease, so the follower takes
+    over at its next retry (1 s here), not after the 6 s lease duration."""
+    a = ControllerProcess(world, policies, tmp_path / "a.log", identity="a").start()
+    b = ControllerProcess(world, policies, tmp_path / "b.log", identity="b", webhook=False)
+    b.start()
+    try:
+        leaders = wait_for(lambda: [c for c in (a, b) if "rollwise_leader 1.0" in c.metrics()],
+                           30, "a leader", a.tail)
+        leader, follower = leaders[0], (b if leaders[0] is a else a)
+        started = time.monotonic()
+        leader.stop()
+        assert leader.process is not None and leader.process.returncode == 0
+        wait_for(lambda: "rollwise_leader 1.0" in follower.metrics(), 10,
+                 "the follower to take over", follower.tail)
+        assert time.monotonic() - started < 4, "handover should not wait for lease expiry"
+        assert "released the leader lease" in leader.log_file.read_text()
+    finally:
+        a.stop()
+        b.stop()
