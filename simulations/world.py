@@ -17,7 +17,7 @@ import json
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -257,9 +257,3 @@ def _b64(data: bytes) -> str:
     import base64
 
     return base64.b64encode(data).decode()
-
-
-@contextlib.contextmanager
-def world(config: WorldConfig | None = None, **kwargs: Any) -> Iterator[World]:
-    with World(config, **kwargs) as running:
-        yield running

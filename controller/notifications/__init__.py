@@ -1,9 +1,9 @@
 """Telling people: one message per rollout, updated in place, with a thread reply per
 transition; approval buttons where a step waits for a human.
 
-The boundary is ``Notifier`` (one method), with a no-op twin for when nothing is
-configured. Slack is the first implementation (``slack``); approvals that come back
-from Slack are turned into the same ``Command`` annotations the CLI writes.
+The boundary is ``Notifier`` (one method); when nothing is configured the daemon simply
+registers no notifier. Slack is the first implementation (``slack``); approvals that come
+back from Slack are turned into the same ``Command`` annotations the CLI writes.
 """
 
 from __future__ import annotations
@@ -18,7 +18,3 @@ class Notifier(Protocol):
         """Bring the rollout's message up to date and post its new events. Must not raise
         for delivery problems: it retries in the background and reports in metrics."""
 
-
-class NoNotifier:
-    def notify(self, snapshot: RolloutSnapshot) -> None:
-        return None

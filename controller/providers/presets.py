@@ -29,7 +29,6 @@ import string
 from dataclasses import dataclass
 from typing import Literal
 
-from controller.policy.durations import format_duration
 from controller.policy.model import DistributionCheck, LatencyCheck, RatioCheck
 
 Series = Literal["total", "errors", "latency", "histogram"]
@@ -209,9 +208,3 @@ def part_expression(template: Template, part: Part) -> str:
 def batched_query(template: Template, parts: list[Part]) -> str:
     """ONE query answering every rollout that needs ``template``."""
     return " or ".join(part_expression(template, part) for part in parts)
-
-
-def window_text(seconds: float) -> str:
-    from datetime import timedelta
-
-    return format_duration(timedelta(seconds=int(seconds)))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
@@ -284,11 +284,3 @@ class Command:
                    at=_required_time(raw["at"]), via=str(raw.get("via", "cli")),
                    rollout=raw.get("rollout"), step=None if step is None else int(step),
                    reason=str(raw.get("reason", "")))
-
-
-@dataclass(frozen=True)
-class StepCounts:
-    """What the judge measured at the current step, kept when the step closes."""
-
-    counts: Mapping[str, Any] = field(default_factory=dict)
-    canary_requests: float = 0.0
