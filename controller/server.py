@@ -8,8 +8,11 @@ the logic lives in the modules the routes call (``webhook``, ``telemetry``).
 from __future__ import annotations
 
 import json
+import os
+import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -83,12 +86,75 @@ class _Handler(BaseHTTPRequestHandler):
         return  # access logs would drown the controller's own lines
 
 
+class TlsCertificate:
+    """The serving certificate, reloaded when its files change.
+
+    cert-manager renews the webhook certificate in its Secret and the kubelet swaps the
+    mounted files (a symlink flip), so a long-running controller must pick the new pair
+    up without a restart. Every new connection asks for ``context()``; at most every
+    ``check_seconds`` the files are stat'ed, and a changed pair is loaded into a *fresh*
+    context, so a pair caught half-written fails to load, is logged, and the current
+    certificate keeps serving until the next check.
+    """
+
+    def __init__(self, cert_file: Path, key_file: Path, *, check_seconds: float = 10.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.cert_file, self.key_file = cert_file, key_file
+        self.check_seconds = check_seconds
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._stamp = self._file_stamp()
+        self._context = self._load()          # a bad pair at start is a startup error
+        self._checked = clock()
+
+    def _file_stamp(self) -> tuple[tuple[int, int, int], ...]:
+        stats = (os.stat(self.cert_file), os.stat(self.key_file))
+        return tuple((st.st_ino, st.st_mtime_ns, st.st_size) for st in stats)
+
+    def _load(self) -> ssl.SSLContext:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(str(self.cert_file), str(self.key_file))
+        return context
+
+    def context(self) -> ssl.SSLContext:
+        with self._lock:
+            now = self._clock()
+            if now - self._checked >= self.check_seconds:
+                self._checked = now
+                self._reload_if_changed()
+            return self._context
+
+    def _reload_if_changed(self) -> None:
+        try:
+            stamp = self._file_stamp()
+            if stamp == self._stamp:
+                return
+            self._context = self._load()
+            self._stamp = stamp
+            log.info("reloaded TLS certificate", cert_file=str(self.cert_file))
+        except (OSError, ssl.SSLError) as err:
+            log.warning("cannot load the renewed TLS certificate; serving the current one",
+                        cert_file=str(self.cert_file), error=str(err))
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], routes: Mapping[tuple[str, str], Route]) -> None:
+    def __init__(self, address: tuple[str, int], routes: Mapping[tuple[str, str], Route],
+                 tls: TlsCertificate | None = None) -> None:
         self.routes = dict(routes)
+        self.tls = tls
         super().__init__(address, _Handler)
+
+    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
+        sock, address = self.socket.accept()
+        if self.tls is None:
+            return sock, address
+        # The handshake happens on first read, in the request's own thread: a client that
+        # connects and says nothing must not stall accept() for everyone.
+        return self.tls.context().wrap_socket(sock, server_side=True,
+                                              do_handshake_on_connect=False), address
 
 
 @dataclass
@@ -99,6 +165,7 @@ class HttpServer:
     routes: Mapping[tuple[str, str], Route]
     cert_file: Path | None = None
     key_file: Path | None = None
+    tls_check_seconds: float = 10.0
     _server: _Server | None = None
     _thread: threading.Thread | None = None
 
@@ -109,15 +176,9 @@ class HttpServer:
 
     def start(self) -> None:
         host, _, port = self.address.rpartition(":")
-        self._server = _Server((host, int(port)), self.routes)
-        if self.cert_file is not None and self.key_file is not None:
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            context.minimum_version = ssl.TLSVersion.TLSv1_2
-            context.load_cert_chain(str(self.cert_file), str(self.key_file))
-            # The handshake happens on first read, in the request's own thread: a client
-            # that connects and says nothing must not stall accept() for everyone.
-            self._server.socket = context.wrap_socket(self._server.socket, server_side=True,
-                                                      do_handshake_on_connect=False)
+        tls = (TlsCertificate(self.cert_file, self.key_file, check_seconds=self.tls_check_seconds)
+               if self.cert_file is not None and self.key_file is not None else None)
+        self._server = _Server((host, int(port)), self.routes, tls)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True,
                                         name=f"http-{self.address}")
         self._thread.start()
