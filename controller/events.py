@@ -17,6 +17,7 @@ from kubernetes.client.exceptions import ApiException
 
 log = structlog.get_logger(__name__)
 COMPONENT = "rollwise"
+MAX_EVENT_MESSAGE = 1024
 
 
 class EventRecorder(Protocol):
@@ -42,7 +43,8 @@ class KubeEventRecorder:
             involved_object=client.V1ObjectReference(
                 api_version="serving.kserve.io/v1beta1", kind="InferenceService",
                 name=name, namespace=namespace, uid=uid),
-            reason=reason, message=message[:1024], type="Warning" if warning else "Normal",
+            reason=reason, message=message[:MAX_EVENT_MESSAGE],
+            type="Warning" if warning else "Normal",
             first_timestamp=at, last_timestamp=at, count=1,
             source=client.V1EventSource(component=COMPONENT),
             reporting_component=COMPONENT, reporting_instance=COMPONENT,

@@ -14,18 +14,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Protocol
 
 import structlog
 
-from controller.events import EventRecorder
+from controller.events import MAX_EVENT_MESSAGE, EventRecorder
 from controller.policy.model import RolloutPolicy
 from controller.policystore import PolicyStore
 from controller.rollout.machine import Event, GateResult, Judgement, Result, decide
 from controller.rollout.snapshot import RolloutSnapshot
-from controller.rollout.state import Phase, RolloutState
+from controller.rollout.state import EventRecord, Phase, RolloutState
 from controller.telemetry import Telemetry
 from controller.traffic import Conflict, InferenceServices
 from controller.traffic.kserve import Managed, NothingToRestore, read_managed, rollout_patch
@@ -99,6 +99,7 @@ class Reconciler:
             # up from the committed state of every rollout.
             for item in managed:
                 if item.state is not None:
+                    self._record_events(item, item.state)
                     self._observe(item, item.state, ())
             self._caught_up = True
         phases: dict[str, int] = {}
@@ -201,6 +202,8 @@ class Reconciler:
         if not self._changed(item, result, item.bad_commands):
             return result.state
         assert result.state is not None
+        result = with_event_records(result)
+        assert result.state is not None
         for why in item.bad_commands:
             bound.warning("unreadable command dropped", error=why)
         promoted = (result.state.phase == Phase.SUCCEEDED and
@@ -236,12 +239,9 @@ class Reconciler:
                       bound: structlog.typing.FilteringBoundLogger) -> None:
         state = result.state
         assert state is not None
+        self._record_events(item, state)
         for event in result.events:
             self.telemetry.transitions.labels(event.reason).inc()
-            key = f"{state.id}:{event.reason}:{state.step}:{state.phase_since.isoformat()}"
-            self.events.record(item.namespace, item.name, item.uid, key=key,
-                               reason=event.reason, message=event.message,
-                               warning=event.warning, at=state.phase_since)
             (bound.warning if event.warning else bound.info)(
                 event.message, reason=event.reason, phase=str(state.phase), step=state.step,
                 rollout=state.id, revision=state.revision)
@@ -249,6 +249,12 @@ class Reconciler:
             bound.info("traffic written", action=type(result.traffic).__name__,
                        rollout=state.id, phase=str(state.phase))
         self._observe(item, state, result.events)
+
+    def _record_events(self, item: Managed, state: RolloutState) -> None:
+        for record in state.last_events:
+            self.events.record(item.namespace, item.name, item.uid, key=record.key,
+                               reason=record.reason, message=record.message,
+                               warning=record.warning, at=state.phase_since)
 
     def _observe(self, item: Managed, state: RolloutState,
                  events: Sequence[Event]) -> None:
@@ -260,3 +266,16 @@ class Reconciler:
             except Exception as err:  # a side effect never blocks a decision
                 log.error("side effect failed", observer=repr(observer), error=str(err),
                           namespace=item.namespace, name=item.name)
+
+
+def with_event_records(result: Result) -> Result:
+    """The result with its Events kept in the state it commits (replacing the previous
+    transition's): what a restart needs to record an Event it missed."""
+    state = result.state
+    if state is None:
+        return result
+    records = tuple(
+        EventRecord(key=f"{state.id}:{e.reason}:{state.step}:{state.phase_since.isoformat()}",
+                    reason=e.reason, message=e.message[:MAX_EVENT_MESSAGE], warning=e.warning)
+        for e in result.events)
+    return replace(result, state=state.evolve(last_events=records))

@@ -107,6 +107,20 @@ class Decision:
 
 
 @dataclass(frozen=True)
+class EventRecord:
+    """A Kubernetes Event of the last committed transition, with its idempotency key.
+
+    Kept in the state, written in the same request as the transition, so a controller
+    that dies between that write and the Event records it after its restart: the same
+    key, so an Event that did get recorded is not recorded twice."""
+
+    key: str
+    reason: str
+    message: str
+    warning: bool = False
+
+
+@dataclass(frozen=True)
 class RolloutState:
     """Everything needed to resume a rollout after a restart."""
 
@@ -134,6 +148,7 @@ class RolloutState:
     handled_commands: tuple[str, ...] = ()
     ending: Phase | None = None            # while rolling back: Failed or Aborted
     lineage_execution: int | None = None
+    last_events: tuple[EventRecord, ...] = ()   # the Events of the last committed transition
     version: int = STATE_VERSION
 
     def evolve(self, **changes: Any) -> RolloutState:
@@ -213,6 +228,9 @@ def _decode_state(raw: dict[str, Any]) -> RolloutState:
         handled_commands=tuple(str(c) for c in raw.get("handled_commands", ())),
         ending=None if raw.get("ending") is None else Phase(raw["ending"]),
         lineage_execution=raw.get("lineage_execution"),
+        last_events=tuple(EventRecord(key=str(e["key"]), reason=str(e["reason"]),
+                                      message=str(e["message"]), warning=bool(e["warning"]))
+                          for e in raw.get("last_events", ())),
         version=int(raw.get("version", STATE_VERSION)),
     )
 

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from controller.policy.loader import load_text
 from controller.policy.model import PolicySpec
+from controller.reconciler import with_event_records
 from controller.rollout.machine import (
     GateResult,
     Judgement,
@@ -349,8 +350,11 @@ def test_invariants_hold_on_any_run(run: list[tuple[Judgement | None, str | None
                                 commands=commands)
         state = result.state
         assert state is not None
-        # The state survives a restart: it round-trips through its annotation unchanged.
-        assert RolloutState.from_json(state.to_json()) == state
+        # The state survives a restart: it round-trips through its annotation unchanged,
+        # with the transition's Events as the reconciler commits them.
+        committed = with_event_records(result).state
+        assert committed is not None and len(committed.last_events) == len(result.events)
+        assert RolloutState.from_json(committed.to_json()) == committed
         # A failing analysis in an analysing phase always rolls back, whatever else happened.
         if before is not None and before.phase.analysing and judgement is FAIL and not commands:
             assert isinstance(result.traffic, RollBack)

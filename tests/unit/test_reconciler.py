@@ -102,6 +102,37 @@ def test_passing_step_advances_with_exact_patch(store: PolicyStore) -> None:
     assert events.recorded[-1]["reason"] == "StepAdvanced"
 
 
+class _Crash(Exception):
+    pass
+
+
+class _DiesBeforeEvents(FakeEvents):
+    """The process is killed right after its committed write, before any Event."""
+
+    def record(self, *args: Any, **kwargs: Any) -> None:
+        raise _Crash
+
+
+def test_an_event_lost_to_a_crash_after_the_commit_is_recorded_after_the_restart_once(
+        store: PolicyStore) -> None:
+    obj = isvc("s3://m/v2", 10, created="churn-predictor-00002", state=progressing_state())
+    isvcs = FakeInferenceServices(obj)
+    now = T0 + timedelta(minutes=3)
+    crashed = Reconciler(isvcs=isvcs, policies=store, analyzer=FakeAnalyzer(
+        Judgement("pass", "fine")), events=_DiesBeforeEvents(), telemetry=Telemetry(),
+        clock=lambda: now)
+    with pytest.raises(_Crash):
+        crashed.run_once()
+    assert len(isvcs.patches) == 1          # the step advanced and was committed
+    events = FakeEvents()
+    for _ in range(2):                      # two restarts: the Event is recorded once
+        restarted = Reconciler(isvcs=isvcs, policies=store, analyzer=FakeAnalyzer(),
+                               events=events, telemetry=Telemetry(), clock=lambda: now)
+        restarted.run_once()
+    assert [e["reason"] for e in events.recorded] == ["StepAdvanced"]
+    assert len(isvcs.patches) == 1          # and nothing else was written
+
+
 def test_a_409_writes_nothing_else_and_records_no_event(store: PolicyStore) -> None:
     obj = isvc("s3://m/v2", 10, created="churn-predictor-00002", state=progressing_state())
     isvcs = FakeInferenceServices(obj)
