@@ -69,8 +69,9 @@ def simulate(seed: int, rollouts: int, scenario_names: tuple[str, ...], rates: t
     """Simulate whole canary rollouts and compare Flagger-, Kayenta-style, Rollwise and an
     oracle SPRT on identical random traffic: false rollbacks, misses, bad-canary
     exposure, time to promotion."""
-    if "oracle" not in judge_names and any(s != "aa" for s in scenario_names):
-        judge_names = (*judge_names, "oracle")   # exposure ratios need it
+    if any(s != "aa" for s in scenario_names):   # the exposure ratios need both oracles
+        judge_names = (*judge_names,
+                       *(o for o in ("policy-oracle", "oracle") if o not in judge_names))
     task_list = run.tasks(seed, rollouts, scenario_names, rates, judge_names)
     total = len(scenario_names) * len(rates) * len(judge_names) * rollouts
     start = time.monotonic()

@@ -34,6 +34,12 @@ and says FAIL (roll back), PASS (may advance) or CONTINUE (hold).
   For a bad canary it tests the scenario's regression; for the A/A canary the three
   regressions of the benchmark at alpha/3 each. Wald and Wolfowitz (1948): no test with
   the same error rates needs fewer samples on average, so its exposure is the floor.
+  ``policy-oracle`` is the same SPRT with the policy's *least-favourable acceptable*
+  canary as the null (``scenarios.worst_acceptable``: error rate stable's x (1 +
+  tolerance); tail share stable's x (1 + tolerance); PSI at the threshold) instead of the
+  stable revision: the floor for any judge that must not roll back canaries the policy
+  accepts. Where it is far above the oracle, the gap is the policy's margin, not the
+  statistics.
 """
 
 from __future__ import annotations
@@ -64,11 +70,13 @@ from simulations.benchmark.scenarios import (
     PREDICTION_BOUNDS,
     STABLE,
     FloatArray,
+    Revision,
     Scenario,
     Traffic,
     scenarios,
     slo_policy,
     stable_p99_bound,
+    worst_acceptable,
 )
 
 
@@ -284,23 +292,30 @@ def _histogram_llr(q0: FloatArray, q1: FloatArray) -> Any:
     return llr
 
 
-def oracle_statistics(metric: str, bad: Scenario) -> Any:
-    """The per-interval log-likelihood ratio of the canary's data, H1 (bad) over H0."""
+def oracle_statistics(metric: str, bad: Scenario, null: Revision = STABLE) -> Any:
+    """The per-interval log-likelihood ratio of the canary's data, H1 (the bad revision)
+    over H0 (``null``: the stable revision, or the worst one a policy accepts)."""
     if metric == "errors":
-        return _errors_llr(STABLE.error_rate, bad.canary.error_rate)
+        return _errors_llr(null.error_rate, bad.canary.error_rate)
     if metric == "latency":
         index = _tail_index()
-        return _tail_llr(float(STABLE.latency_probs[index + 1:].sum()),
+        return _tail_llr(float(null.latency_probs[index + 1:].sum()),
                          float(bad.canary.latency_probs[index + 1:].sum()))
-    return _histogram_llr(STABLE.prediction_probs, bad.canary.prediction_probs)
+    return _histogram_llr(null.prediction_probs, bad.canary.prediction_probs)
 
 
 @dataclass
 class OracleJudge:
+    """Wald's SPRT at the true rates. Against the stable revision (``policy`` None: the
+    issue's oracle, "is the canary any different?"), or against the worst canary
+    ``policy`` accepts (``worst_acceptable``: the policy's own question, asked by someone
+    who knows the answer)."""
+
     scenario: Scenario
     alpha: float
     beta: float = 0.05
     name: str = "oracle"
+    policy: RolloutPolicy | None = None
     tests: list[tuple[_Sprt, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -308,8 +323,9 @@ class OracleJudge:
             s for s in scenarios().values() if s.bad]
         a = self.alpha / len(bad)
         for s in bad:
+            null = STABLE if self.policy is None else worst_acceptable(s.metric, self.policy)
             sprt = _Sprt(math.log((1 - self.beta) / a), math.log(self.beta / (1 - a)))
-            self.tests.append((sprt, oracle_statistics(s.metric, s)))
+            self.tests.append((sprt, oracle_statistics(s.metric, s, null)))
 
     def decide(self, steps: Sequence[StepLog], *, final: bool) -> Outcome:
         canary, _ = steps[-1].minutes[-1]
@@ -320,7 +336,7 @@ class OracleJudge:
 
 
 JUDGES = ("flagger", "kayenta", "rollwise", "rollwise-slo", "rollwise-strict", "rollwise-lenient",
-          "oracle")
+          "policy-oracle", "oracle")
 
 
 def make_judge(name: str, scenario: Scenario, policy: RolloutPolicy) -> Judge:
@@ -339,4 +355,6 @@ def make_judge(name: str, scenario: Scenario, policy: RolloutPolicy) -> Judge:
         return RollwiseJudge(policy, certify="never", name=name)
     if name == "oracle":
         return OracleJudge(scenario, policy.spec.analysis.alpha)
+    if name == "policy-oracle":
+        return OracleJudge(scenario, policy.spec.analysis.alpha, name=name, policy=policy)
     raise ValueError(f"unknown judge {name!r}; known: {', '.join(JUDGES)}")

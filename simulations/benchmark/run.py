@@ -236,25 +236,36 @@ def _num(x: float) -> str:
     return "-" if math.isnan(x) else f"{x:,.0f}"
 
 
+def _exposure_ratio(s: Summary, reference: dict[tuple[str, int], float]) -> float:
+    ref = reference.get((s.scenario, s.rps), math.nan)
+    if s.scenario == "aa" or math.isnan(ref) or ref <= 0:
+        return math.nan
+    return s.exposure_mean / ref
+
+
+def _times(x: float) -> str:
+    return "-" if math.isnan(x) else f"{x:.1f}x"
+
+
 def table(summaries: Sequence[Summary]) -> str:
     """The results as a markdown table."""
     oracle = {(s.scenario, s.rps): s.exposure_mean for s in summaries if s.judge == "oracle"}
+    floor = {(s.scenario, s.rps): s.exposure_mean for s in summaries
+             if s.judge == "policy-oracle"}
     lines = [
         "| scenario | rps | judge | rolled back (95% CI) | promoted | inconclusive | "
         "rolled back before 50% | bad-canary exposure: mean (median) requests | x oracle | "
-        "minutes to promotion: median (mean) |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+        "x policy-oracle | minutes to promotion: median (mean) |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for s in summaries:
         bad = s.scenario != "aa"
-        ref = oracle.get((s.scenario, s.rps), math.nan)
-        ratio = s.exposure_mean / ref if bad and ref and not math.isnan(ref) else math.nan
         lines.append(
             f"| {s.scenario} | {s.rps} | {s.judge} | {_pct(s.rolled_back)} "
             f"({_pct(s.rolled_back_low)}-{_pct(s.rolled_back_high)}) | {_pct(s.promoted)} | "
             f"{_pct(s.inconclusive)} | {_pct(s.before_half) if bad else '-'} | "
             + (f"{_num(s.exposure_mean)} ({_num(s.exposure_median)})" if bad else "-")
-            + f" | {'-' if math.isnan(ratio) else f'{ratio:.1f}x'} | "
+            + f" | {_times(_exposure_ratio(s, oracle))} | {_times(_exposure_ratio(s, floor))} | "
             f"{_num(s.promote_minutes_median)} ({_one(s.promote_minutes_mean)}) |"
         )
     return "\n".join(lines)
@@ -267,13 +278,37 @@ def _find(summaries: Sequence[Summary], scenario: str, rps: int, judge: str) -> 
     return None
 
 
+def _mean_exposure(summaries: Sequence[Summary], scenario: str, rps: int, judge: str) -> float:
+    found = _find(summaries, scenario, rps, judge)
+    return found.exposure_mean if found else math.nan
+
+
+def floors(summaries: Sequence[Summary]) -> list[str]:
+    """Where the exposure target is out of reach for any valid judge of the policy: the
+    policy-oracle's exposure over the oracle's, per scenario and rate."""
+    parts = []
+    for s in summaries:
+        if s.judge != "policy-oracle" or s.scenario == "aa":
+            continue
+        o = _mean_exposure(summaries, s.scenario, s.rps, "oracle")
+        if not math.isnan(o) and not math.isnan(s.exposure_mean):
+            parts.append(f"{s.scenario}@{s.rps} {s.exposure_mean / o:.1f}x")
+    if not parts:
+        return []
+    return ["Floor set by the policy: the policy-oracle (which knows the answer but must not "
+            "roll back a canary the policy accepts) needs this many times the oracle's "
+            "exposure: " + ", ".join(parts) + ". Where it is above 1.5x, no valid judge of "
+            "this policy can meet the 1.5x target; the margin the policy grants (tolerance "
+            "0.2, PSI up to 0.2) is what separates the two oracles.", ""]
+
+
 def targets(summaries: Sequence[Summary], alpha: float) -> list[str]:
     """The brief's targets with the measured numbers, for each Rollwise variant run."""
     variants = [j for j in ("rollwise", "rollwise-slo", "rollwise-strict", "rollwise-lenient")
                 if any(s.judge == j for s in summaries)]
     rates = sorted({s.rps for s in summaries})
     bad = [s for s in SCENARIOS[1:] if any(x.scenario == s for x in summaries)]
-    lines: list[str] = []
+    lines: list[str] = floors(summaries)
 
     def mark(flags: list[bool]) -> str:
         return "no data" if not flags else "met" if all(flags) else (
@@ -293,29 +328,41 @@ def targets(summaries: Sequence[Summary], alpha: float) -> list[str]:
                          f"{mark([e100.before_half >= 0.95])}")
         oracle_flags: list[bool] = []
         oracle_parts: list[str] = []
+        floor_parts: list[str] = []
         flagger_flags: list[bool] = []
         flagger_parts: list[str] = []
         for scenario in bad:
             for r in rates:
                 x = _find(summaries, scenario, r, judge)
-                o = _find(summaries, scenario, r, "oracle")
-                f = _find(summaries, scenario, r, "flagger")
                 if not x or math.isnan(x.exposure_mean):
                     continue
-                if o and not math.isnan(o.exposure_mean):
-                    ratio = x.exposure_mean / o.exposure_mean
+                o = _mean_exposure(summaries, scenario, r, "oracle")
+                po = _mean_exposure(summaries, scenario, r, "policy-oracle")
+                if not math.isnan(o):
+                    ratio = x.exposure_mean / o
                     oracle_flags.append(ratio <= 1.5)
-                    oracle_parts.append(f"{scenario}@{r} {ratio:.1f}x")
+                    floor = f" (floor {po / o:.1f}x)" if not math.isnan(po) else ""
+                    oracle_parts.append(f"{scenario}@{r} {ratio:.1f}x{floor}")
+                if not math.isnan(po):
+                    floor_parts.append(f"{scenario}@{r} {x.exposure_mean / po:.1f}x")
+                f = _find(summaries, scenario, r, "flagger")
                 if f and f.rolled_back >= 0.5 and not math.isnan(f.exposure_mean):
                     ratio = f.exposure_mean / x.exposure_mean
                     flagger_flags.append(ratio >= 5)
-                    flagger_parts.append(f"{scenario}@{r} {ratio:.1f}x")
+                    below = (f" (needs < {_num(f.exposure_mean / 5)} requests, fewer than the "
+                             f"oracle's {_num(o)})"
+                             if ratio < 5 and not math.isnan(o) and f.exposure_mean / 5 < o
+                             else "")
+                    flagger_parts.append(f"{scenario}@{r} {ratio:.1f}x{below}")
                 elif f:
                     flagger_parts.append(f"{scenario}@{r} flagger catches only "
                                          f"{_pct(f.rolled_back)}")
         if oracle_parts:
             lines.append("- exposure <= 1.5x the oracle's: " + ", ".join(oracle_parts)
                          + f": {mark(oracle_flags)}")
+        if floor_parts:
+            lines.append("- exposure over the policy-oracle's (the cost of not knowing which "
+                         "check regressed, nor by how much): " + ", ".join(floor_parts))
         if flagger_parts:
             lines.append("- exposure >= 5x smaller than Flagger's: " + ", ".join(flagger_parts)
                          + f": {mark(flagger_flags)}")

@@ -27,7 +27,7 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import optimize, special, stats
 
-from controller.policy.model import RolloutPolicy
+from controller.policy.model import DistributionCheck, LatencyCheck, RatioCheck, RolloutPolicy
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
@@ -214,6 +214,49 @@ def slo_policy() -> RolloutPolicy:
     analysis = policy.spec.analysis.model_copy(update={"checks": checks})
     return policy.model_copy(update={"spec": policy.spec.model_copy(update={"analysis":
                                                                            analysis})})
+
+
+def worst_acceptable(metric: str, policy: RolloutPolicy) -> Revision:
+    """The worst canary that ``policy`` accepts on ``metric``, in the bad scenario's family
+    (error rate up; every latency scaled up; predictions shifted on the logit scale).
+
+    It is the least-favourable point of the check's null hypothesis for detecting that
+    regression: a valid judge of the policy may roll it back with probability at most
+    alpha. An SPRT of this revision against the bad one that knows both exactly therefore
+    needs no more requests than any valid judge of the policy (Wald and Wolfowitz 1948):
+    the floor that the policy itself puts on bad-canary exposure.
+    """
+    check = next((c for c in policy.spec.analysis.checks if c.kind == _KIND[metric]), None)
+    if check is None:
+        raise ValueError(f"policy {policy.metadata.name!r} has no {_KIND[metric]} check")
+    if isinstance(check, RatioCheck):
+        rate = (1.0 + check.tolerance) * STABLE.error_rate
+        if check.max_rate is not None:
+            rate = min(rate, check.max_rate)
+        return replace(STABLE, error_rate=rate)
+    if isinstance(check, LatencyCheck):
+        bound = stable_p99_bound()
+        limits = [((1.0 + check.tolerance) * STABLE.tail_share(bound), bound)]
+        if check.max_latency is not None and check.quantile is not None:
+            guard = min((b for b in LATENCY_BOUNDS_S
+                         if b >= check.max_latency.total_seconds()), default=LATENCY_BOUNDS_S[-1])
+            limits.append((1.0 - check.quantile, guard))
+        factor = min(_latency_factor(share, b) for share, b in limits)
+        return replace(STABLE, latency_median_s=LATENCY_MEDIAN_S * factor)
+    assert isinstance(check, DistributionCheck)
+    if check.method != "psi":
+        raise ValueError("the benchmark's drift scenario is defined by PSI")
+    return replace(STABLE, logit_shift=drift_shift(check.effective_threshold))
+
+
+_KIND = {"errors": "ratio", "latency": "latency", "drift": "distribution"}
+
+
+def _latency_factor(share: float, bound_s: float) -> float:
+    """The factor on every latency at which the share above ``bound_s`` is ``share``."""
+    return float(optimize.brentq(
+        lambda f: replace(STABLE, latency_median_s=LATENCY_MEDIAN_S * f).tail_share(bound_s)
+        - share, 0.5, 10.0))
 
 
 @cache

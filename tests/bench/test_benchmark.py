@@ -30,6 +30,9 @@ from simulations.benchmark.scenarios import (
     population_psi,
     prediction_probabilities,
     scenarios,
+    slo_policy,
+    stable_p99_bound,
+    worst_acceptable,
 )
 
 
@@ -97,6 +100,40 @@ def test_oracle_sprt_uses_walds_boundaries() -> None:
     assert len(aa.tests) == 3
 
 
+def test_worst_acceptable_canary_sits_on_the_policys_limits() -> None:
+    policy = benchmark_policy()
+    assert worst_acceptable("errors", policy).error_rate == pytest.approx(1.2 * 0.005)
+    bound = stable_p99_bound()
+    slow = worst_acceptable("latency", policy)
+    assert slow.tail_share(bound) == pytest.approx(1.2 * STABLE.tail_share(bound), rel=1e-6)
+    drifted = worst_acceptable("drift", policy)
+    assert population_psi(drifted.prediction_probs, STABLE.prediction_probs) == pytest.approx(
+        0.2, abs=1e-6)
+    assert 0 < drifted.logit_shift < scenarios()["drift"].canary.logit_shift
+    # A tighter absolute guard is the binding limit.
+    error_rate = policy.spec.analysis.checks[0].model_copy(update={"max_rate": 0.0055})
+    tight = policy.model_copy(update={"spec": policy.spec.model_copy(update={
+        "analysis": policy.spec.analysis.model_copy(update={"checks": [error_rate]})})})
+    assert worst_acceptable("errors", tight).error_rate == 0.0055
+    with pytest.raises(ValueError, match="no latency check"):
+        worst_acceptable("latency", tight)
+    # The Flagger SLOs of the slo policy do not bind before the relative margins here.
+    assert worst_acceptable("errors", slo_policy()).error_rate == pytest.approx(0.006)
+
+
+def test_policy_oracle_tests_against_the_worst_acceptable_canary() -> None:
+    errors = scenarios()["errors"]
+    oracle = OracleJudge(errors, alpha=0.05)
+    floor = OracleJudge(errors, alpha=0.05, policy=benchmark_policy(), name="policy-oracle")
+    minute = _traffic(300, 3)
+    (_, stat_oracle), = oracle.tests
+    (_, stat_floor), = floor.tests
+    # Per request, 1% errors separate less from 0.6% than from 0.5%: less evidence a minute.
+    expected_floor = 3 * math.log(0.01 / 0.006) + 297 * math.log(0.99 / 0.994)
+    assert stat_floor(minute) == pytest.approx(expected_floor)
+    assert stat_floor(minute) < stat_oracle(minute)
+
+
 def test_scenarios_have_the_stated_effects() -> None:
     s = scenarios()
     assert population_psi(prediction_probabilities(drift_shift()), STABLE.prediction_probs) == (
@@ -137,6 +174,9 @@ def test_simulate_command_writes_the_table_and_the_plot(tmp_path: Path) -> None:
     assert result.exit_code == (0 if has_matplotlib else 1), result.output
     text = (out / "benchmark.md").read_text()
     assert "| errors | 1000 | rollwise |" in text and "| errors | 1000 | oracle |" in text
+    # Both oracles are added for the exposure ratios, and the floor is reported.
+    assert "| errors | 1000 | policy-oracle |" in text
+    assert "Floor set by the policy" in text and "x policy-oracle" in text
     assert "--seed 5 --rollouts 3" in text
     assert (out / "benchmark.csv").exists()
     assert (out / "benchmark.png").exists() == has_matplotlib
