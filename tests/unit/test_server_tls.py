@@ -44,56 +44,52 @@ def _mount(pair_dir: Path, mount: Path) -> None:
 
 
 @pytest.fixture
-def pairs(tmp_path: Path) -> Iterator[tuple[Path, list[bytes]]]:
-    mount = tmp_path / "mount"
-    mount.mkdir()
-    cas = []
-    for name in ("first", "second"):
-        _, _, ca = write_serving_pair(tmp_path / name, ["127.0.0.1"])
-        cas.append(ca)
-    _mount(tmp_path / "first", mount)
-    yield mount, cas
+def mount(tmp_path: Path) -> tuple[Path, list[bytes]]:
+    """A mounted Secret with the pair in ``first``; ``second`` is its renewal."""
+    secret = tmp_path / "mount"
+    secret.mkdir()
+    cas = [write_serving_pair(tmp_path / name, ["127.0.0.1"])[2] for name in ("first", "second")]
+    _mount(tmp_path / "first", secret)
+    return secret, cas
+
+
+@pytest.fixture
+def server(mount: tuple[Path, list[bytes]]) -> Iterator[HttpServer]:
+    secret, _ = mount
+    server = HttpServer("127.0.0.1:0", {("GET", "/healthz"): _ok}, secret / "tls.crt",
+                        secret / "tls.key", tls_check_seconds=0.0)
+    server.start()
+    yield server
+    server.stop()
 
 
 def test_a_renewed_certificate_is_served_without_a_restart(
-        pairs: tuple[Path, list[bytes]], tmp_path: Path) -> None:
-    mount, (first_ca, second_ca) = pairs
-    server = HttpServer("127.0.0.1:0", {("GET", "/healthz"): _ok}, mount / "tls.crt",
-                        mount / "tls.key", tls_check_seconds=0.0)
-    server.start()
-    try:
-        before = _served_certificate(server.port, first_ca)
-        _mount(tmp_path / "second", mount)
-        after = _served_certificate(server.port, second_ca)
-        assert after.serial_number != before.serial_number
-        # The old CA no longer verifies: the listener really serves the new pair.
-        with pytest.raises(ssl.SSLCertVerificationError):
-            _served_certificate(server.port, first_ca)
-    finally:
-        server.stop()
+        server: HttpServer, mount: tuple[Path, list[bytes]], tmp_path: Path) -> None:
+    secret, (first_ca, second_ca) = mount
+    before = _served_certificate(server.port, first_ca)
+    _mount(tmp_path / "second", secret)
+    after = _served_certificate(server.port, second_ca)
+    assert after.serial_number != before.serial_number
+    # The old CA no longer verifies: the listener really serves the new pair.
+    with pytest.raises(ssl.SSLCertVerificationError):
+        _served_certificate(server.port, first_ca)
 
 
 def test_a_broken_renewal_keeps_the_current_certificate(
-        pairs: tuple[Path, list[bytes]], tmp_path: Path) -> None:
-    mount, (first_ca, _) = pairs
-    server = HttpServer("127.0.0.1:0", {("GET", "/healthz"): _ok}, mount / "tls.crt",
-                        mount / "tls.key", tls_check_seconds=0.0)
-    server.start()
-    try:
-        before = _served_certificate(server.port, first_ca)
-        # A half-written renewal: the new certificate with the old key.
-        broken = tmp_path / "broken"
-        broken.mkdir()
-        shutil.copy(tmp_path / "second" / "tls.crt", broken / "tls.crt")
-        shutil.copy(tmp_path / "first" / "tls.key", broken / "tls.key")
-        _mount(broken, mount)
-        assert _served_certificate(server.port, first_ca).serial_number == before.serial_number
-        # Once the pair is whole again, it is loaded.
-        _mount(tmp_path / "second", mount)
-        with pytest.raises(ssl.SSLCertVerificationError):
-            _served_certificate(server.port, first_ca)
-    finally:
-        server.stop()
+        server: HttpServer, mount: tuple[Path, list[bytes]], tmp_path: Path) -> None:
+    secret, (first_ca, _) = mount
+    before = _served_certificate(server.port, first_ca)
+    # A half-written renewal: the new certificate with the old key.
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    shutil.copy(tmp_path / "second" / "tls.crt", broken / "tls.crt")
+    shutil.copy(tmp_path / "first" / "tls.key", broken / "tls.key")
+    _mount(broken, secret)
+    assert _served_certificate(server.port, first_ca).serial_number == before.serial_number
+    # Once the pair is whole again, it is loaded.
+    _mount(tmp_path / "second", secret)
+    with pytest.raises(ssl.SSLCertVerificationError):
+        _served_certificate(server.port, first_ca)
 
 
 def test_an_unloadable_certificate_at_start_is_an_error(tmp_path: Path) -> None:
