@@ -73,6 +73,7 @@ class TrafficGenerator:
         model_name: str | None = None,
         arrivals: Literal["poisson", "fixed"] = "poisson",
         request_timeout_s: float = 10.0,
+        split_refresh_s: float = SPLIT_REFRESH_S,
     ) -> None:
         if not (rate_rps > 0 and math.isfinite(rate_rps)):
             raise ValueError("rate_rps must be a positive number")
@@ -94,6 +95,7 @@ class TrafficGenerator:
         self.model_name = model_name
         self.arrivals = arrivals
         self.request_timeout_s = request_timeout_s
+        self.split_refresh_s = split_refresh_s
         self._rng = random.Random(seed)
         backlog = max(4 * concurrency, math.ceil(rate_rps * BACKLOG_S))
         self._queue: queue.Queue[str] = queue.Queue(maxsize=backlog)
@@ -193,7 +195,7 @@ class TrafficGenerator:
         deadline = math.inf if self.max_seconds is None else start + self.max_seconds
         limit = self.max_requests
         routes = self._read_split([])
-        next_refresh = start + SPLIT_REFRESH_S
+        next_refresh = start + self.split_refresh_s
         next_arrival = start
         arrived = 0
         while not self._stop.is_set() and (limit is None or arrived < limit):
@@ -202,7 +204,7 @@ class TrafficGenerator:
                 return
             if now >= next_refresh:
                 routes = self._read_split(routes)
-                next_refresh = now + SPLIT_REFRESH_S
+                next_refresh = now + self.split_refresh_s
             if next_arrival > now:
                 self._stop.wait(min(next_arrival, deadline, next_refresh) - now)
                 continue
@@ -341,8 +343,10 @@ def split_from_isvc(
     return split
 
 
-def isvc_split(api_client: Any, namespace: str, name: str, fleet: EndpointFleet) -> Split:
-    """A ``split()`` reading the InferenceService's predictor traffic, cached for ~0.5 s."""
+def isvc_split(api_client: Any, namespace: str, name: str, fleet: EndpointFleet, *,
+               refresh_s: float = SPLIT_REFRESH_S) -> Split:
+    """A ``split()`` reading the InferenceService's predictor traffic, cached for
+    ``refresh_s`` (0.5 s by default)."""
     from kubernetes import client as k8s  # deferred: a heavy import not every user needs
 
     api = k8s.CustomObjectsApi(api_client)
@@ -352,7 +356,7 @@ def isvc_split(api_client: Any, namespace: str, name: str, fleet: EndpointFleet)
     def split() -> list[tuple[str, float]]:
         with lock:
             now = time.monotonic()
-            if cache and now - cache[0][0] < SPLIT_REFRESH_S:
+            if cache and now - cache[0][0] < refresh_s:
                 return cache[0][1]
             isvc = cast(
                 dict[str, Any],

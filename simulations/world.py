@@ -35,7 +35,7 @@ from simulations.kube.build import PROJECT_ROOT, Binaries
 from simulations.kube.certs import write_serving_pair
 from simulations.kube.controlplane import Cluster, ControlPlane
 from simulations.prometheus import PrometheusServer
-from simulations.traffic import TrafficGenerator, isvc_split
+from simulations.traffic import SPLIT_REFRESH_S, TrafficGenerator, isvc_split
 
 GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
 
@@ -55,6 +55,7 @@ class WorldConfig:
     flavour: MetricsFlavour = "queue-proxy-legacy"
     namespaces: tuple[str, ...] = ("models",)
     seed: int = 0
+    scrape_interval: str = "1s"          # Prometheus scrape (and rule evaluation)
 
 
 class World:
@@ -99,7 +100,8 @@ class World:
                                    seed=self.config.seed)
         stack.callback(self.fleet.close)
         self.prometheus = stack.enter_context(
-            PrometheusServer(sd_file=self.workdir / "targets.json", scrape_interval="1s",
+            PrometheusServer(sd_file=self.workdir / "targets.json",
+                             scrape_interval=self.config.scrape_interval,
                              workdir=self.workdir / "prometheus"))
         core = kubernetes.client.CoreV1Api(self.admin)
         for namespace in self.config.namespaces:
@@ -196,10 +198,14 @@ class World:
                                                            name, dict(patch)))
 
     def start_traffic(self, namespace: str, name: str, rate_rps: float, *,
-                      max_seconds: float) -> TrafficGenerator:
-        generator = TrafficGenerator(isvc_split(self.admin, namespace, name, self.fleet),
-                                     rate_rps=rate_rps, seed=self.config.seed,
-                                     max_seconds=max_seconds, model_name=name)
+                      max_seconds: float, concurrency: int = 8,
+                      split_refresh_s: float = SPLIT_REFRESH_S) -> TrafficGenerator:
+        """Requests to the InferenceService's revisions as its traffic split says, re-read
+        every ``split_refresh_s``."""
+        split = isvc_split(self.admin, namespace, name, self.fleet, refresh_s=split_refresh_s)
+        generator = TrafficGenerator(split, rate_rps=rate_rps, seed=self.config.seed,
+                                     max_seconds=max_seconds, model_name=name,
+                                     concurrency=concurrency, split_refresh_s=split_refresh_s)
         generator.start()
         self.generators.append(generator)
         return generator

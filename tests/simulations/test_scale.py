@@ -1,0 +1,56 @@
+"""The scale measurement: its arithmetic, and on the real world that Prometheus queries per
+analysis pass do not grow with the number of rollouts."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from simulations import scale
+from simulations.kube.build import Binaries
+from simulations.scale import Sample
+
+
+def _sample(at: float, passes: float, queries: float, verdicts: float, cpu: float,
+            api: int) -> Sample:
+    return Sample(at=at, analysis_passes=passes, analysis_seconds=passes * 0.02,
+                  reconcile_passes=passes * 2, reconcile_seconds=passes * 0.05,
+                  verdicts=verdicts, prometheus_queries=queries, cpu_seconds=cpu,
+                  api_requests=api)
+
+
+def test_rows_are_deltas_per_pass_and_per_second() -> None:
+    row = scale.row(10, _sample(100.0, 3, 40, 7, 1.0, 50),
+                    _sample(130.0, 13, 80, 67, 1.5, 140))
+    assert row.analysis_passes == 10
+    assert row.queries_per_pass == 4.0
+    assert row.queries_per_second == pytest.approx(40 / 30)
+    assert row.judged_per_second == pytest.approx(2.0)
+    assert row.analysis_ms_per_pass == pytest.approx(20.0)
+    assert row.reconcile_ms_per_pass == pytest.approx(25.0)
+    assert row.cpu_ms_per_pass == pytest.approx(50.0)
+    assert row.api_requests_per_second == pytest.approx(3.0)
+    assert "| 10 | 2.00 | 10 | 4.0 | 1.33 | 20 | 25 | 50 | 3.0 |" in scale.table([row])
+
+
+def test_a_window_without_passes_says_so_instead_of_dividing_by_zero() -> None:
+    row = scale.row(1, _sample(0.0, 5, 20, 5, 1.0, 0), _sample(10.0, 5, 20, 5, 1.0, 0))
+    assert row.analysis_passes == 0 and math.isnan(row.queries_per_pass)
+
+
+@pytest.mark.e2e
+def test_prometheus_queries_per_pass_do_not_grow_with_rollouts(
+        tmp_path: Path, kube_binaries: Binaries) -> None:
+    rows = list(scale.measure([1, 4], window=15.0, rps=2.0, workdir=tmp_path,
+                              binaries=kube_binaries))
+    one, four = rows
+    assert one.analysis_passes >= 2 and four.analysis_passes >= 2
+    # One batched query per PromQL template, however many rollouts the pass judges (a
+    # query that completes as the window opens or closes can shift one count by one).
+    assert round(one.queries_per_pass) == round(four.queries_per_pass) > 0
+    assert abs(four.queries_per_pass - round(four.queries_per_pass)) <= (
+        1 / four.analysis_passes + 1e-9)
+    # Every analysing rollout is judged about once per 5 s interval.
+    assert four.judged_per_second > 2.5 * one.judged_per_second
