@@ -414,7 +414,10 @@ def markdown(summaries: Sequence[Summary], *, seed: int, rollouts: int, seconds:
         "rolls back early and often: read it with the A/A row); `x oracle` divides by the "
         "oracle SPRT's mean exposure at the same rate. The oracle knows both the stable and "
         "the bad revision exactly; in the `aa` rows it tests the three regressions at "
-        "alpha/3 each and promotes only once it has accepted all three.",
+        "alpha/3 each and promotes only once it has accepted all three. `policy-oracle` is "
+        "the same SPRT with the worst canary the policy accepts as its null (error rate and "
+        "tail share x1.2, PSI 0.2) instead of the stable revision: no valid judge of the "
+        "policy can beat it, and `x policy-oracle` divides by its exposure.",
         "",
         table(summaries),
         "",
