@@ -29,6 +29,7 @@ from controller.policy.model import RolloutPolicy
 from simulations.benchmark.judges import JUDGES, Judge, StepLog, make_judge
 from simulations.benchmark.scenarios import (
     Scenario,
+    acceptable_limits,
     benchmark_policy,
     describe,
     draw_interval,
@@ -298,8 +299,8 @@ def floors(summaries: Sequence[Summary]) -> list[str]:
     return ["Floor set by the policy: the policy-oracle (which knows the answer but must not "
             "roll back a canary the policy accepts) needs this many times the oracle's "
             "exposure: " + ", ".join(parts) + ". Where it is above 1.5x, no valid judge of "
-            "this policy can meet the 1.5x target; the margin the policy grants (tolerance "
-            "0.2, PSI up to 0.2) is what separates the two oracles.", ""]
+            "this policy can meet the 1.5x target; the margin the policy grants "
+            f"({acceptable_limits(_policy())}) is what separates the two oracles.", ""]
 
 
 def targets(summaries: Sequence[Summary], alpha: float) -> list[str]:
@@ -415,9 +416,9 @@ def markdown(summaries: Sequence[Summary], *, seed: int, rollouts: int, seconds:
         "oracle SPRT's mean exposure at the same rate. The oracle knows both the stable and "
         "the bad revision exactly; in the `aa` rows it tests the three regressions at "
         "alpha/3 each and promotes only once it has accepted all three. `policy-oracle` is "
-        "the same SPRT with the worst canary the policy accepts as its null (error rate and "
-        "tail share x1.2, PSI 0.2) instead of the stable revision: no valid judge of the "
-        "policy can beat it, and `x policy-oracle` divides by its exposure.",
+        "the same SPRT with the worst canary the policy accepts as its null "
+        f"({acceptable_limits(policy)}) instead of the stable revision: no valid judge of "
+        "the policy can beat it, and `x policy-oracle` divides by its exposure.",
         "",
         table(summaries),
         "",

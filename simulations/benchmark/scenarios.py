@@ -252,6 +252,16 @@ def worst_acceptable(metric: str, policy: RolloutPolicy) -> Revision:
 _KIND = {"errors": "ratio", "latency": "latency", "drift": "distribution"}
 
 
+def acceptable_limits(policy: RolloutPolicy) -> str:
+    """What ``worst_acceptable`` allows, in words: "error rate x1.2, ..."."""
+    base = STABLE.tail_share(stable_p99_bound())
+    errors = worst_acceptable("errors", policy).error_rate / STABLE.error_rate
+    tail = worst_acceptable("latency", policy).tail_share(stable_p99_bound()) / base
+    psi = population_psi(worst_acceptable("drift", policy).prediction_probs,
+                         STABLE.prediction_probs)
+    return f"error rate x{errors:.3g}, tail share x{tail:.3g}, PSI {psi:.3g}"
+
+
 def _latency_factor(share: float, bound_s: float) -> float:
     """The factor on every latency at which the share above ``bound_s`` is ``share``."""
     return float(optimize.brentq(
