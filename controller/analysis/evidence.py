@@ -169,6 +169,33 @@ def certify(rel: Relative, guard_: Guard | None, alpha_pass: float,
     return (True, note) if ok else (False, f"{rel.certify_note}; {note}")
 
 
+def rate_summary(what: str, canary: tuple[float, float], stable: tuple[float, float],
+                 interval: str) -> tuple[float | None, str]:
+    """Stable's rate (None without stable requests) and the one-line comparison both
+    event-rate checks print: "<what> 1.2% vs 0.5% stable, <interval>; 6/500 canary, ..."
+    ``canary`` and ``stable`` are (events, requests) pooled over the steps."""
+    (events_c, n_c), (events_b, n_b) = canary, stable
+    stable_rate = events_b / n_b if n_b > 0 else None
+    versus = ("no stable requests" if stable_rate is None
+              else f"{text.pct(stable_rate)} stable")
+    return stable_rate, (f"{what} {text.pct(events_c / n_c)} vs {versus}, {interval}; "
+                         f"{text.count(events_c)}/{text.count(n_c)} canary, "
+                         f"{text.count(events_b)}/{text.count(n_b)} stable")
+
+
+def rate_finding(check: str, summary: str, numbers: dict[str, float], rel: Relative,
+                 guard_: Guard | None, guard_key: str, *, alpha_pass: float,
+                 requests: float) -> Finding:
+    """The finding of an event-rate check: the relative test, its SLO guard if any (its
+    e-value in ``numbers[guard_key]``), and the certificate from either."""
+    tests = (rel.test,) if guard_ is None else (rel.test, guard_.test())
+    if guard_ is not None:
+        numbers[guard_key] = _e(tests[-1].log_e)
+    certified, note = certify(rel, guard_, alpha_pass, numbers)
+    return Finding(check=check, quality=Quality.OK, summary=summary, numbers=numbers,
+                   tests=tests, certified=certified, certify_note=note, requests=requests)
+
+
 def _e(log_e: float) -> float:
     """An e-value as a finite float for ``numbers`` (capped at 1e300)."""
     return math.exp(min(log_e, 690.0))

@@ -23,7 +23,6 @@ smallest bound >= threshold. Quantiles in the reason are Prometheus' interpolati
 
 from __future__ import annotations
 
-import math
 from datetime import timedelta
 
 from controller.analysis import evidence, histograms, text
@@ -121,21 +120,12 @@ def evaluate(check: LatencyCheck, m: Measurement[HistogramCounts], *, alpha_shar
                             alpha_pass=alpha_pass,
                             what=f"share above {text.seconds(bound)}")
     numbers.update(rel.numbers)
-    if n_b > 0:
-        numbers["baseline_tail_share"] = tail_b / n_b
-        versus = f"{text.pct(numbers['baseline_tail_share'])} stable"
-    else:
-        versus = "no stable requests"
-    summary = (f"{head}share above {text.seconds(bound)} "
-               f"{text.pct(numbers['canary_tail_share'])} vs {versus}, {rel.interval}; "
-               f"{text.count(tail_c)}/{text.count(n_c)} canary, "
-               f"{text.count(tail_b)}/{text.count(n_b)} stable")
+    stable_share, summary = evidence.rate_summary(
+        f"share above {text.seconds(bound)}", (tail_c, n_c), (tail_b, n_b), rel.interval)
+    if stable_share is not None:
+        numbers["baseline_tail_share"] = stable_share
+    summary = head + summary
     if notes:
         summary += "; " + "; ".join(notes)
-    tests = (rel.test,) if guard is None else (rel.test, guard.test())
-    if guard is not None:
-        numbers["e_guard"] = math.exp(min(tests[-1].log_e, 690.0))
-    certified, note = evidence.certify(rel, guard, alpha_pass, numbers)
-    return Finding(check=check.name, quality=Quality.OK, summary=summary, numbers=numbers,
-                   tests=tests, certified=certified, certify_note=note,
-                   requests=sum(canary[-1]))
+    return evidence.rate_finding(check.name, summary, numbers, rel, guard, "e_guard",
+                                 alpha_pass=alpha_pass, requests=sum(canary[-1]))

@@ -58,7 +58,6 @@ def evaluate(check: RatioCheck, m: Measurement[RatioCounts], *, alpha_share: flo
              for w in m.windows]
     rel = evidence.relative(steps, check.tolerance, alpha_lower=alpha_share / k,
                             alpha_pass=alpha_pass, what="error rate")
-    tests = [rel.test]
     numbers = {
         "canary_rate": canary_errors / canary_requests,
         "canary_errors": canary_errors,
@@ -67,23 +66,16 @@ def evaluate(check: RatioCheck, m: Measurement[RatioCounts], *, alpha_share: flo
         "baseline_requests": stable_requests,
         **rel.numbers,
     }
-    if stable_requests > 0:
-        numbers["baseline_rate"] = stable_errors / stable_requests
-        versus = f"{text.pct(numbers['baseline_rate'])} stable"
-    else:
-        versus = "no stable requests"
-    summary = (f"error rate {text.pct(numbers['canary_rate'])} vs {versus}, {rel.interval}; "
-               f"{text.count(canary_errors)}/{text.count(canary_requests)} canary, "
-               f"{text.count(stable_errors)}/{text.count(stable_requests)} stable")
+    stable_rate, summary = evidence.rate_summary(
+        "error rate", (canary_errors, canary_requests), (stable_errors, stable_requests),
+        rel.interval)
+    if stable_rate is not None:
+        numbers["baseline_rate"] = stable_rate
     guard = None
     if check.max_rate is not None:
         numbers["max_rate"] = check.max_rate
         guard = evidence.Guard("max-rate guard", canary_errors, canary_requests, check.max_rate,
                                f"error rate above maxRate {text.pct(check.max_rate)}",
                                f"error rate below maxRate {text.pct(check.max_rate)}")
-        tests.append(guard.test())
-        numbers["e_max_rate"] = math.exp(min(tests[-1].log_e, 690.0))
-    certified, note = evidence.certify(rel, guard, alpha_pass, numbers)
-    return Finding(check=check.name, quality=Quality.OK, summary=summary, numbers=numbers,
-                   tests=tuple(tests), certified=certified, certify_note=note,
-                   requests=m.windows[-1].canary.total)
+    return evidence.rate_finding(check.name, summary, numbers, rel, guard, "e_max_rate",
+                                 alpha_pass=alpha_pass, requests=m.windows[-1].canary.total)

@@ -81,6 +81,17 @@ def deploy(world: World, name: str, uri: str) -> None:
     world.patch_isvc(NAMESPACE, name, {"spec": {"predictor": {"model": {"storageUri": uri}}}})
 
 
+def rollout_past_first_step(world: World, name: str, on_timeout: Callable[[], str]) -> None:
+    """Adopt ``s3://m/<name>/v1``, send traffic, deploy v2 and wait until its rollout has
+    passed the first step: a rollout in mid-flight to disturb."""
+    deploy_and_adopt(world, name, f"s3://m/{name}/v1")
+    world.start_traffic(NAMESPACE, name, 80, max_seconds=200)
+    deploy(world, name, f"s3://m/{name}/v2")
+    wait_for(lambda: (s := state_of(world, name)) is not None
+             and s.storage_uri == f"s3://m/{name}/v2" and s.step >= 1, 90,
+             "the rollout to reach step 2", on_timeout)
+
+
 def finished(world: World, name: str, uri: str) -> RolloutState | None:
     state = state_of(world, name)
     if state is not None and state.storage_uri == uri and state.phase.terminal:

@@ -21,6 +21,7 @@ from tests.e2e.rollouts import (
     deploy_and_adopt,
     event_reasons,
     finished,
+    rollout_past_first_step,
     state_of,
     wait_for,
     write_policy,
@@ -70,12 +71,7 @@ def test_kill_9_mid_step_resumes_without_skipping_or_repeating(world: World, pol
                                                                tmp_path: Path) -> None:
     first = ControllerProcess(world, policies, tmp_path / "first.log").start()
     try:
-        deploy_and_adopt(world, "phoenix", "s3://m/phoenix/v1")
-        world.start_traffic(NAMESPACE, "phoenix", 80, max_seconds=200)
-        deploy(world, "phoenix", "s3://m/phoenix/v2")
-        wait_for(lambda: (s := state_of(world, "phoenix")) is not None
-                 and s.storage_uri == "s3://m/phoenix/v2" and s.step >= 1, 90,
-                 "the rollout to reach step 2", first.tail)
+        rollout_past_first_step(world, "phoenix", first.tail)
     finally:
         first.kill()  # SIGKILL: no shutdown, no lease release
     killed_at = state_of(world, "phoenix")
@@ -98,12 +94,7 @@ def test_two_controllers_only_the_leader_acts_and_failover_finishes(
     b = ControllerProcess(world, policies, tmp_path / "b.log", identity="b", webhook=False)
     b.start()
     try:
-        deploy_and_adopt(world, "twins", "s3://m/twins/v1")
-        world.start_traffic(NAMESPACE, "twins", 80, max_seconds=200)
-        deploy(world, "twins", "s3://m/twins/v2")
-        wait_for(lambda: (s := state_of(world, "twins")) is not None
-                 and s.storage_uri == "s3://m/twins/v2" and s.step >= 1, 90,
-                 "the rollout to reach step 2", a.tail)
+        rollout_past_first_step(world, "twins", a.tail)
         leaders = [c for c in (a, b) if 'rollwise_leader 1.0' in c.metrics()]
         assert len(leaders) == 1, "exactly one replica holds the lease"
         leader, follower = leaders[0], (b if leaders[0] is a else a)

@@ -87,3 +87,20 @@ def ended(last: RolloutSnapshot, phase: Phase, reason: str,
         "end", reason, at))
     return replace(last, state=state)
 
+
+
+ROLLED_BACK_ID = "77aa-1772370000"
+
+
+def record_promotion_then_rollback(store: Any, v1_uri: str, v2_uri: str,
+                                   reason: str) -> list[RolloutSnapshot]:
+    """v1 -> v2 promoted with an approval, then v3 (no pipeline behind it) rolled back
+    two hours later with ``reason``: the history the lineage view tells. Returns the
+    first rollout's snapshots."""
+    first = story(v2_uri, v1_uri)
+    second = story("s3://models/iris/v3", v2_uri, rollout_id=ROLLED_BACK_ID,
+                   start=first[-1].state.phase_since + timedelta(hours=2),
+                   baseline_revision="iris-predictor-00002", revision="iris-predictor-00003")
+    for snap in (*first, second[0], second[1], ended(second[1], Phase.FAILED, reason)):
+        store.record(snap)
+    return first

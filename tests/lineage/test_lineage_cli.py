@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -11,8 +10,7 @@ from click.testing import CliRunner
 
 from controller.cli.lineage import lineage
 from controller.lineage.mlmd import MLMDLineageStore
-from controller.rollout.state import Phase
-from tests.lineage.helpers import ended, story
+from tests.lineage.helpers import record_promotion_then_rollback
 from tests.lineage.kfp_writer import KfpRun, s3_form
 
 
@@ -20,13 +18,8 @@ from tests.lineage.kfp_writer import KfpRun, s3_form
 def recorded(store: MLMDLineageStore, trained: tuple[KfpRun, KfpRun]) -> tuple[KfpRun, KfpRun]:
     """v1 -> v2 promoted with an approval; then v3 (no pipeline) rolled back."""
     v1, v2 = trained
-    first = story(s3_form(v2.model_uri), s3_form(v1.model_uri))
-    for snap in first:
-        store.record(snap)
-    second = story("s3://models/iris/v3", s3_form(v2.model_uri), rollout_id="77aa-1772370000",
-                   start=first[-1].state.phase_since + timedelta(hours=2),
-                   baseline_revision="iris-predictor-00002", revision="iris-predictor-00003")
-    store.record(ended(second[1], Phase.FAILED, "analysis failed at step 1: error rate"))
+    record_promotion_then_rollback(store, s3_form(v1.model_uri), s3_form(v2.model_uri),
+                                   "analysis failed at step 1: error rate")
     return trained
 
 

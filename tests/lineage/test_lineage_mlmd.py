@@ -25,7 +25,16 @@ from controller.lineage.mlmd import (
 )
 from controller.rollout.state import Phase, StepVerdict
 from controller.settings import MLMDSettings
-from tests.lineage.helpers import NAME, NAMESPACE, URL, ended, raw_store, story
+from tests.lineage.helpers import (
+    NAME,
+    NAMESPACE,
+    ROLLED_BACK_ID,
+    URL,
+    ended,
+    raw_store,
+    record_promotion_then_rollback,
+    story,
+)
 from tests.lineage.kfp_writer import KfpRun, KfpWriter, s3_form
 
 pb: Any = _pb2
@@ -253,22 +262,15 @@ def test_the_evaluation_is_the_run_that_trained_the_model(
 def test_the_view_tells_the_whole_story(store: MLMDLineageStore,
                                         trained: tuple[KfpRun, KfpRun]) -> None:
     v1, v2 = trained
-    first = story(s3_form(v2.model_uri), s3_form(v1.model_uri))
-    for snap in first:
-        store.record(snap)
-    second = story("s3://models/iris/v3", s3_form(v2.model_uri), rollout_id="77aa-1772370000",
-                   start=first[-1].state.phase_since + timedelta(hours=2),
-                   baseline_revision="iris-predictor-00002", revision="iris-predictor-00003")
-    second_failed = ended(second[1], Phase.FAILED, "analysis failed at step 1")
-    for snap in (second[0], second[1], second_failed):
-        store.record(snap)
+    first = record_promotion_then_rollback(store, s3_form(v1.model_uri), s3_form(v2.model_uri),
+                                           "analysis failed at step 1")
 
     view = store.view(NAMESPACE, NAME)
     assert view.endpoint == "team-a/iris"
     assert view.extra["url"] == URL
     assert [(r["id"], r["outcome"], r["state"]) for r in view.rollouts] == [
         (first[0].state.id, "Succeeded", "COMPLETE"),
-        ("77aa-1772370000", "Failed", "FAILED")]
+        (ROLLED_BACK_ID, "Failed", "FAILED")]
     assert view.rollouts[0]["approvers"] == ["alice@example.com"]
     assert [v["step"] for v in view.rollouts[0]["verdicts"]] == [1, 2]  # type: ignore[attr-defined]
     assert view.extra["revisions"] == [
@@ -283,7 +285,7 @@ def test_the_view_tells_the_whole_story(store: MLMDLineageStore,
         "accuracy": 0.95, "auc": 0.96, "passed": 1.0}
     assert models[v2.model_id]["revisions"] == ["iris-predictor-00002"]
     assert [(r["id"], r["role"]) for r in models[v2.model_id]["rollouts"]] == [  # type: ignore[attr-defined]
-        (first[0].state.id, "candidate"), ("77aa-1772370000", "baseline")]
+        (first[0].state.id, "candidate"), (ROLLED_BACK_ID, "baseline")]
     registered = [m for m in view.models if m["uri"] == "s3://models/iris/v3"]
     assert registered[0]["registered_by_rollwise"] is True
     assert registered[0]["run"] is None

@@ -63,8 +63,8 @@ class FakeSocketClient:
             listener(self, request)
 
 
-@pytest.fixture
-def parts(sim: SlackSim) -> Iterator[tuple[FakeSocketClient, FakeInferenceServices, Rollout]]:
+def approval_handler(sim: SlackSim) -> tuple[SlackInteractions, FakeInferenceServices, Rollout]:
+    """The interactions handler on a rollout waiting for approval, talking to ``sim``."""
     spec = policy()
     rollout = Rollout(spec).to_approval()
     isvcs = FakeInferenceServices(isvc(rollout.current))
@@ -72,6 +72,12 @@ def parts(sim: SlackSim) -> Iterator[tuple[FakeSocketClient, FakeInferenceServic
                                 make_client(BOT_TOKEN, sim.api_url), lambda: rollout.now,
                                 team_id=TEAM,
                                 response_urls=(f"http://127.0.0.1:{sim.port}/response/",))
+    return handler, isvcs, rollout
+
+
+@pytest.fixture
+def parts(sim: SlackSim) -> Iterator[tuple[FakeSocketClient, FakeInferenceServices, Rollout]]:
+    handler, isvcs, rollout = approval_handler(sim)
     client = FakeSocketClient()
     bridge = SocketModeInteractions(client, handler)
     bridge.start()
@@ -136,13 +142,7 @@ def wait_for(condition: Callable[[], bool], seconds: float = 5.0) -> bool:
 def test_a_real_socket_mode_client_over_a_websocket(sim: SlackSim) -> None:
     logs = io.StringIO()
     configure_logging("json", "debug", stream=logs)
-    spec = policy()
-    rollout = Rollout(spec).to_approval()
-    isvcs = FakeInferenceServices(isvc(rollout.current))
-    handler = SlackInteractions(SIGNING_SECRET, lambda name: spec, isvcs,
-                                make_client(BOT_TOKEN, sim.api_url), lambda: rollout.now,
-                                team_id=TEAM,
-                                response_urls=(f"http://127.0.0.1:{sim.port}/response/",))
+    handler, isvcs, rollout = approval_handler(sim)
     settings = SlackSettings(app_token=SecretStr(sim.app_token), api_url=sim.api_url)
     bridge = SocketModeInteractions.from_settings(settings, handler)
     assert bridge is not None
