@@ -92,12 +92,16 @@ class Daemon:
             clock=lambda: datetime.now().astimezone(), observers=observers, gates=gates)
         self.scheduler = BackgroundScheduler(timezone="UTC")
         self._last_pass_ok = threading.Event()
+        # Three faces, three listeners: health and metrics (kubelet, Prometheus), Slack
+        # interactivity (the only one an Ingress reaches), the admission webhook (TLS, the
+        # API server). A path rule in an Ingress can then never expose /metrics.
         self.http = HttpServer(settings.listen_address, {
             ("GET", "/healthz"): self._healthz,
             ("GET", "/readyz"): self._readyz,
             ("GET", "/metrics"): self._metrics,
-            **slack_routes,
         })
+        self.slack_http = (HttpServer(settings.slack.listen_address, slack_routes)
+                           if slack_routes else None)
         self.webhook: HttpServer | None = None
         if settings.webhook.cert_file is not None:
             self.webhook = HttpServer(settings.webhook.listen_address,
@@ -179,9 +183,8 @@ class Daemon:
         self.telemetry.policy_problems.set(len(reload.problems))
         log.info("starting", policies=self.policies.names(), leader_election=self.settings
                  .leader_election.enabled, namespaces=self.settings.kubernetes.namespaces or "all")
-        self.http.start()
-        if self.webhook is not None:
-            self.webhook.start()
+        for server in self._servers():
+            server.start()
         self.leader.start()
         self.lineage.start()
         if self.socket_mode is not None:
@@ -203,10 +206,12 @@ class Daemon:
         self.scheduler.shutdown(wait=True)
         self.leader.release()
         self.lineage.stop()
-        self.http.stop()
-        if self.webhook is not None:
-            self.webhook.stop()
+        for server in self._servers():
+            server.stop()
         return self.exit_code
+
+    def _servers(self) -> list[HttpServer]:
+        return [s for s in (self.http, self.slack_http, self.webhook) if s is not None]
 
     def _signal(self, signum: int, frame: FrameType | None) -> None:
         self.stop.set()

@@ -15,7 +15,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -25,6 +33,17 @@ from pydantic_settings import (
 )
 
 CONFIG_FILE_ENV = "ROLLWISE_CONFIG_FILE"
+
+
+def _host_port(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"must be host:port, got {value!r}")
+    return value
+
+
+# A listener address. Every default is on loopback: a pod sets 0.0.0.0 explicitly, per face.
+HostPort = Annotated[str, AfterValidator(_host_port)]
 
 
 class _Section(BaseModel):
@@ -122,6 +141,10 @@ class SlackSettings(_Section):
     default_channels: dict[str, str] = Field(
         default_factory=dict,
         description="Per-namespace default channel when a policy names none.")
+    listen_address: HostPort = Field(
+        "127.0.0.1:8081",
+        description="host:port of POST /slack/interactions (plain HTTP; the only face an "
+                    "Ingress should reach). Served only when a signing secret is set.")
 
     @model_validator(mode="after")
     def _files(self) -> SlackSettings:
@@ -151,7 +174,8 @@ class LeaderElectionSettings(_Section):
 
 
 class WebhookSettings(_Section):
-    listen_address: str = Field("127.0.0.1:9443", description="host:port of the TLS listener.")
+    listen_address: HostPort = Field("127.0.0.1:9443",
+                                     description="host:port of the TLS listener.")
     cert_file: Path | None = Field(None, description="Serving certificate (PEM). Unset: no "
                                                      "webhook listener.")
     key_file: Path | None = None
@@ -185,20 +209,13 @@ class Settings(BaseSettings):
                                             "policy's own interval).")
     policy_dir: Path = Field(Path("/etc/rollwise/policies"),
                              description="Directory of policy files (a mounted ConfigMap).")
-    listen_address: str = Field("127.0.0.1:8080",
-                                description="host:port of health, metrics, webhook and Slack "
-                                            "endpoints. In a pod set 0.0.0.0:8080.")
+    listen_address: HostPort = Field(
+        "127.0.0.1:8080",
+        description="host:port of /healthz, /readyz and /metrics (plain HTTP). In a pod set "
+                    "0.0.0.0:8080. Slack and the webhook have their own listeners.")
     log_format: Literal["auto", "json", "console"] = Field(
         "auto", description="auto: JSON when not on a terminal or in a pod, else console.")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-
-    @field_validator("listen_address")
-    @classmethod
-    def _host_port(cls, value: str) -> str:
-        host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"listen_address must be host:port, got {value!r}")
-        return value
 
     @classmethod
     def settings_customise_sources(

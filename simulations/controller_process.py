@@ -36,6 +36,7 @@ class ControllerProcess:
         self.policy_dir = policy_dir
         self.log_file = log_file
         self.port = free_port()
+        self.slack_port = free_port()
         self.webhook_port = free_port() if webhook else None
         self._webhook = webhook
         self._extra = dict(env or {})
@@ -46,7 +47,13 @@ class ControllerProcess:
 
     @property
     def url(self) -> str:
+        """Health, readiness and /metrics."""
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def slack_url(self) -> str:
+        """Slack interactivity (its own listener, as in a pod)."""
+        return f"http://127.0.0.1:{self.slack_port}"
 
     def environment(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("ROLLWISE_")}
@@ -55,6 +62,7 @@ class ControllerProcess:
             "ROLLWISE_PROMETHEUS__URL": self.world.prometheus.url,
             "ROLLWISE_POLICY_DIR": str(self.policy_dir),
             "ROLLWISE_LISTEN_ADDRESS": f"127.0.0.1:{self.port}",
+            "ROLLWISE_SLACK__LISTEN_ADDRESS": f"127.0.0.1:{self.slack_port}",
             "ROLLWISE_LEADER_ELECTION__LEASE_NAMESPACE": self.world.cluster.controller_namespace,
             "ROLLWISE_LEADER_ELECTION__LEASE_DURATION_SECONDS": "6",
             "ROLLWISE_LEADER_ELECTION__RENEW_DEADLINE_SECONDS": "4",

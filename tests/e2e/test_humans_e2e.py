@@ -121,7 +121,7 @@ def test_paused_at_50_approved_by_a_signed_slack_click_then_promoted(env: Env) -
                                     team_id=env.slack.team_id, channel_id=channel,
                                     message_ts=ts, action_ts=f"{time.time():.6f}")
     body, headers = signed_interaction(SECRET, payload, int(time.time()))
-    url = f"{env.controller.url}/slack/interactions"
+    url = f"{env.controller.slack_url}/slack/interactions"
     assert requests.post(url, data=body, headers=headers, timeout=5).status_code == 200
     # A replay (a double click) acts once; a forged copy is refused.
     assert requests.post(url, data=body, headers=headers, timeout=5).status_code == 200
