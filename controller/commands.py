@@ -4,16 +4,28 @@ controller to approve, promote, abort, retry, pause or resume.
 Commands wait in one annotation, ``rollwise.io/commands``, a JSON list: one fixed key,
 because KServe would turn every new annotation key into a new Knative revision. A
 command is appended with a read-modify-write fenced by resourceVersion (retried on 409),
-so two people acting at once never lose each other's command; the controller removes the
-ones it handled in the same patch that acts on them, and remembers their ids so that a
-replay acts once.
+so two people acting at once never lose each other's command; the entries already there
+are written back verbatim (their seals intact). The controller removes the ones it
+handled in the same patch that acts on them, and remembers their ids so that a replay
+acts once.
+
+Who wrote a command is established by the API server, not by the entry: the commands
+admission webhook stamps each new entry with the authenticated writer and seals it
+(``controller.webhook.stamp_commands``). The Slack handler seals its own entries (it
+checked the click's signature and the approver); pass its ``sealer`` here.
 """
 
 from __future__ import annotations
 
+from controller.rollout.seal import Sealer
 from controller.rollout.state import COMMANDS_ANNOTATION, Command
 from controller.traffic import Conflict, InferenceServices
-from controller.traffic.kserve import MAX_PENDING_COMMANDS, commands_value, read_commands
+from controller.traffic.kserve import (
+    MAX_PENDING_COMMANDS,
+    SEAL_COMMAND,
+    commands_value,
+    raw_commands,
+)
 
 ATTEMPTS = 5
 
@@ -22,19 +34,23 @@ class CommandNotDelivered(Exception):
     """The InferenceService is gone or kept changing; the message says which."""
 
 
-def submit_command(isvcs: InferenceServices, namespace: str, name: str,
-                   command: Command) -> None:
-    """Append ``command`` (once: an id already waiting is not added again)."""
+def submit_command(isvcs: InferenceServices, namespace: str, name: str, command: Command, *,
+                   sealer: Sealer | None = None) -> None:
+    """Append ``command`` (once: an id already waiting is not added again); sealed for the
+    object when a ``sealer`` is given (the controller's own Slack commands)."""
     for _ in range(ATTEMPTS):
         obj = isvcs.get(namespace, name)
         if obj is None:
             raise CommandNotDelivered(f"{namespace}/{name}: no such InferenceService")
         meta = obj.get("metadata") or {}
-        pending, _bad = read_commands((meta.get("annotations") or {}).get(COMMANDS_ANNOTATION))
-        if any(c.id == command.id for c in pending):
+        entries = raw_commands((meta.get("annotations") or {}).get(COMMANDS_ANNOTATION))
+        if any(e.get("id") == command.id for e in entries):
             return
+        entry = command.to_mapping()
+        if sealer is not None:
+            entry = sealer.seal(SEAL_COMMAND, str(meta.get("uid", "")), entry)
         # The list is bounded (the controller drops the oldest beyond it too).
-        waiting = [*pending, command][-MAX_PENDING_COMMANDS:]
+        waiting = [*entries, entry][-MAX_PENDING_COMMANDS:]
         patch = {"metadata": {"resourceVersion": meta.get("resourceVersion"),
                               "annotations": {COMMANDS_ANNOTATION: commands_value(waiting)}}}
         try:

@@ -8,6 +8,7 @@ guarded within a second, not a tick. SIGTERM and SIGINT stop it cleanly.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -19,12 +20,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from controller import kube
+from controller import kube, sealkey
 from controller.analyzer import MetricAnalyzer
 from controller.events import KubeEventRecorder
 from controller.leader import AlwaysLeader, LeaderElector
@@ -42,7 +44,7 @@ from controller.server import HttpServer, Request, Response, Route
 from controller.settings import Settings
 from controller.telemetry import Telemetry
 from controller.traffic.client import KubeInferenceServices
-from controller.webhook import review_response
+from controller.webhook import review_response, stamp_commands
 
 log = structlog.get_logger(__name__)
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
@@ -80,6 +82,18 @@ class PassHealth:
         return None
 
 
+def _review(request: Request,
+            answer: Callable[[dict[str, Any]], dict[str, Any]]) -> Response:
+    """An AdmissionReview in, its answer out (400 for a body that is not one)."""
+    try:
+        review = json.loads(request.body)
+    except ValueError:
+        return Response(400, b"not JSON\n")
+    if not isinstance(review, dict):
+        return Response(400, b"not an AdmissionReview\n")
+    return Response.json(200, answer(review))
+
+
 def _pod_namespace() -> str:
     try:
         return SERVICE_ACCOUNT_NAMESPACE.read_text().strip()
@@ -110,6 +124,10 @@ class Daemon:
                 on_lost=self._lost_lease)
         else:
             self.leader = AlwaysLeader()
+        seal = settings.seal
+        self.sealer = (sealkey.from_file(seal.key_file) if seal.key_file is not None else
+                       sealkey.from_secret(self.api, seal.secret_namespace or _pod_namespace(),
+                                           seal.secret_name))
         observers, slack_routes = self._slack()
         # Lineage: writes go through a background worker (an MLMD outage never delays a
         # decision; snapshots are caught up when it returns); the gate reads through its
@@ -121,7 +139,7 @@ class Daemon:
             isvcs=self.isvcs, policies=self.policies, analyzer=analyzer,
             events=KubeEventRecorder(self.api, on_error=lambda verb:
                                      self.telemetry.api_errors.labels(verb).inc()),
-            telemetry=self.telemetry, is_leader=self.leader.is_leader,
+            telemetry=self.telemetry, sealer=self.sealer, is_leader=self.leader.is_leader,
             clock=lambda: datetime.now().astimezone(), observers=observers, gates=gates)
         self.scheduler = BackgroundScheduler(timezone="UTC")
         self.pass_health = PassHealth(stuck_after=max(60.0, 10 * settings.tick_seconds))
@@ -138,7 +156,8 @@ class Daemon:
         self.webhook: HttpServer | None = None
         if settings.webhook.cert_file is not None:
             self.webhook = HttpServer(settings.webhook.listen_address,
-                                      {("POST", "/mutate"): self._mutate},
+                                      {("POST", "/mutate"): self._mutate,
+                                       ("POST", "/commands"): self._stamp_commands},
                                       settings.webhook.cert_file, settings.webhook.key_file)
 
     def _slack(self) -> tuple[list[Callable[[RolloutSnapshot], None]], dict[
@@ -148,12 +167,12 @@ class Daemon:
         slack = self.settings.slack
         observers: list[Callable[[RolloutSnapshot], None]] = []
         notifier = SlackNotifier.from_settings(slack, self.policies.get, self.telemetry.registry,
-                                               isvcs=self.isvcs)
+                                               isvcs=self.isvcs, sealer=self.sealer)
         if notifier is not None:
             observers.append(notifier)
         routes: dict[tuple[str, str], Route] = {}
         interactions = SlackInteractions.from_settings(
-            slack, self.policies.get, self.isvcs, team_id=slack.team_id,
+            slack, self.policies.get, self.isvcs, sealer=self.sealer, team_id=slack.team_id,
             response_urls=tuple(slack.response_url_prefixes))
         self.socket_mode: SocketModeInteractions | None = None
         if interactions is not None:
@@ -179,13 +198,10 @@ class Daemon:
         return Response(200, generate_latest(self.telemetry.registry), CONTENT_TYPE_LATEST)
 
     def _mutate(self, request: Request) -> Response:
-        import json
+        return _review(request, lambda review: review_response(review, self.policies.get))
 
-        try:
-            review = json.loads(request.body)
-        except ValueError:
-            return Response(400, b"not JSON\n")
-        return Response.json(200, review_response(review, self.policies.get))
+    def _stamp_commands(self, request: Request) -> Response:
+        return _review(request, lambda review: stamp_commands(review, self.sealer))
 
     # -- lifecycle ----------------------------------------------------------------------
 

@@ -27,6 +27,7 @@ from controller.events import MAX_EVENT_MESSAGE, EventRecorder
 from controller.policy.model import RolloutPolicy
 from controller.policystore import PolicyStore
 from controller.rollout.machine import Event, GateResult, Judgement, Result, decide, state_problem
+from controller.rollout.seal import Sealer
 from controller.rollout.snapshot import RolloutSnapshot
 from controller.rollout.state import STATE_ANNOTATION, EventRecord, Phase, RolloutState
 from controller.telemetry import Telemetry
@@ -78,6 +79,7 @@ class Reconciler:
     analyzer: Analyzer
     events: EventRecorder
     telemetry: Telemetry
+    sealer: Sealer                 # what the controller reads back, it verifies it wrote
     gates: GateEvaluator = field(default_factory=NoLineageGate)
     clock: Callable[[], datetime] = field(default=lambda: datetime.now().astimezone())
     is_leader: Callable[[], bool] = field(default=lambda: True)
@@ -153,7 +155,7 @@ class Reconciler:
 
     def _read(self, obj: Mapping[str, Any]) -> Managed | None:
         try:
-            managed = read_managed(obj)
+            managed = read_managed(obj, self.sealer)
         except Exception as err:  # a malformed object must not stop the others
             meta = _meta(obj)
             self._object_failed(_key_of(obj), str(meta.get("namespace", "")),
@@ -310,13 +312,13 @@ class Reconciler:
         for why in item.bad_commands:
             bound.warning("unreadable command dropped", error=why)
             self.events.record(item.namespace, item.name, item.uid,
-                               key=f"dropped:{item.uid}:{why}", reason="CommandDropped",
+                               key=f"refused:{item.uid}:{why}", reason="CommandRefused",
                                message=why[:MAX_EVENT_MESSAGE], warning=True, at=now)
         promoted = (result.state.phase == Phase.SUCCEEDED and
                     (item.state is None or item.state.phase != Phase.SUCCEEDED))
         try:
             patch = rollout_patch(
-                item, result.state, result.traffic, result.handled,
+                item, result.state, result.traffic, result.handled, sealer=self.sealer,
                 last_good={k: v for k, v in item.predictor.items()
                            if k != "canaryTrafficPercent"} if promoted else None)
         except NothingToRestore as err:
@@ -324,7 +326,7 @@ class Reconciler:
             self.events.record(item.namespace, item.name, item.uid,
                                key=f"{result.state.id}:no-restore", reason="RestoreFailed",
                                message=str(err), warning=True, at=now)
-            patch = rollout_patch(item, result.state, None, result.handled)
+            patch = rollout_patch(item, result.state, None, result.handled, sealer=self.sealer)
         if not self.is_leader():
             return item.state
         try:

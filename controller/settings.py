@@ -173,6 +173,16 @@ class LeaderElectionSettings(_Section):
         return self
 
 
+class SealSettings(_Section):
+    """The key that proves an annotation was written by Rollwise (controller/sealkey.py)."""
+
+    key_file: Path | None = Field(
+        None, description="File of base64 keys, one per line (the first seals, all verify). "
+                          "Unset: the Secret below, created with a random key if missing.")
+    secret_name: str = Field("rollwise-seal", description="Secret holding the seal key.")
+    secret_namespace: str | None = Field(None, description="Default: the pod's namespace.")
+
+
 class WebhookSettings(_Section):
     listen_address: HostPort = Field("127.0.0.1:9443",
                                      description="host:port of the TLS listener.")
@@ -203,6 +213,7 @@ class Settings(BaseSettings):
     slack: SlackSettings = Field(default_factory=SlackSettings)
     leader_election: LeaderElectionSettings = Field(default_factory=LeaderElectionSettings)
     webhook: WebhookSettings = Field(default_factory=WebhookSettings)
+    seal: SealSettings = Field(default_factory=SealSettings)
     tick_seconds: float = Field(5.0, gt=0, le=300,
                                 description="How often the reconciler passes over every "
                                             "managed InferenceService (analysis runs at each "

@@ -1,4 +1,6 @@
-"""The mutating admission webhook that guards the start of a rollout.
+"""The mutating admission webhooks: the canary guard, which holds the start of a rollout,
+and the commands webhook, which stamps every operator command with its authenticated
+writer (``stamp_commands``, below).
 
 In KServe a predictor change without ``canaryTrafficPercent`` sends 100% of traffic to
 the new model as soon as it is ready, so an unanalysed model could take all traffic.
@@ -14,11 +16,18 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from controller.policy.model import RolloutPolicy
-from controller.rollout.state import POLICY_ANNOTATION
-from controller.traffic.kserve import predictor_hash
+from controller.rollout.seal import Sealer
+from controller.rollout.state import COMMANDS_ANNOTATION, POLICY_ANNOTATION, Command
+from controller.traffic.kserve import (
+    MAX_PENDING_COMMANDS,
+    SEAL_COMMAND,
+    commands_value,
+    predictor_hash,
+)
 
 
 def start_percent(policy: RolloutPolicy | None) -> int:
@@ -53,4 +62,75 @@ def review_response(review: Mapping[str, Any],
     response["patch"] = base64.b64encode(json.dumps(patch).encode()).decode()
     response["warnings"] = [f"rollwise: canaryTrafficPercent set to {percent} (policy {name}): "
                             "the new model earns its traffic step by step"]
+    return envelope
+
+
+# --- the commands webhook: who wrote a command is what the API server says -----------------
+
+
+def stamp_commands(review: Mapping[str, Any], sealer: Sealer) -> dict[str, Any]:
+    """Answer an AdmissionReview for a change of ``rollwise.io/commands`` (registered with
+    ``failurePolicy: Fail`` and a matchCondition that calls it only when that annotation
+    changed).
+
+    Every entry that is not already sealed for this object is new: its ``by``, ``via`` and
+    ``groups`` are replaced by the writer the API server authenticated (``userInfo``) and
+    it is sealed, so the controller can tell it from an entry written around the webhook.
+    Entries sealed for this object (already stamped, or written by the controller for a
+    Slack click) are kept verbatim. A malformed entry, too many pending commands, or
+    commands on a CREATE (the object has no uid to seal for yet) are denied with a message
+    that says why, so the writer sees the problem at once instead of a silent refusal."""
+    request = review.get("request") or {}
+    response: dict[str, Any] = {"uid": request.get("uid", ""), "allowed": True}
+    envelope = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                "response": response}
+    new = request.get("object") or {}
+    annotations = (new.get("metadata") or {}).get("annotations") or {}
+    text = annotations.get(COMMANDS_ANNOTATION)
+    if text is None:
+        return envelope
+
+    def deny(message: str) -> dict[str, Any]:
+        response.update(allowed=False, status={"code": 400, "reason": "BadRequest",
+                                               "message": f"rollwise: {message}"})
+        return envelope
+
+    if request.get("operation") != "UPDATE":
+        return deny(f"{COMMANDS_ANNOTATION} can only be added to an existing "
+                    "InferenceService (use rollwise approve|promote|abort|... on it)")
+    uid = str((new.get("metadata") or {}).get("uid") or "")
+    user = request.get("userInfo") or {}
+    username = str(user.get("username") or "")
+    if not uid or not username:
+        return deny("cannot establish the object or the writer of this command")
+    try:
+        entries = json.loads(text)
+    except ValueError as err:
+        return deny(f"{COMMANDS_ANNOTATION} is not JSON: {err}")
+    if not isinstance(entries, list):
+        return deny(f"{COMMANDS_ANNOTATION} must be a JSON list")
+    if len(entries) > MAX_PENDING_COMMANDS:
+        return deny(f"{len(entries)} commands pending, at most {MAX_PENDING_COMMANDS}: wait "
+                    "for the controller to handle them")
+    stamped: list[Mapping[str, Any]] = []
+    for i, entry in enumerate(entries):
+        if isinstance(entry, dict) and sealer.verify(SEAL_COMMAND, uid, entry):
+            stamped.append(entry)
+            continue
+        try:
+            if not isinstance(entry, dict):
+                raise ValueError("a command is a JSON object")
+            command = Command.from_mapping(entry)
+        except (ValueError, KeyError, TypeError) as err:
+            return deny(f"{COMMANDS_ANNOTATION}[{i}]: {type(err).__name__}: {err}")
+        writer = replace(command, by=username, via="kubernetes",
+                         groups=tuple(str(g) for g in user.get("groups") or ()))
+        stamped.append(sealer.seal(SEAL_COMMAND, uid, writer.to_mapping()))
+    value = commands_value(stamped)
+    if value == text:
+        return envelope
+    patch = [{"op": "replace", "path": "/metadata/annotations/"
+              + COMMANDS_ANNOTATION.replace("~", "~0").replace("/", "~1"), "value": value}]
+    response["patchType"] = "JSONPatch"
+    response["patch"] = base64.b64encode(json.dumps(patch).encode()).decode()
     return envelope

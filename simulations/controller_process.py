@@ -64,6 +64,9 @@ class ControllerProcess:
             "ROLLWISE_LISTEN_ADDRESS": f"127.0.0.1:{self.port}",
             "ROLLWISE_SLACK__LISTEN_ADDRESS": f"127.0.0.1:{self.slack_port}",
             "ROLLWISE_LEADER_ELECTION__LEASE_NAMESPACE": self.world.cluster.controller_namespace,
+            # The seal key: the shipped default, a Secret in the controller's namespace
+            # that the first replica creates (deploy/rbac grants exactly that).
+            "ROLLWISE_SEAL__SECRET_NAMESPACE": self.world.cluster.controller_namespace,
             "ROLLWISE_LEADER_ELECTION__LEASE_DURATION_SECONDS": "6",
             "ROLLWISE_LEADER_ELECTION__RENEW_DEADLINE_SECONDS": "4",
             "ROLLWISE_LEADER_ELECTION__RETRY_PERIOD_SECONDS": "1",
@@ -83,7 +86,7 @@ class ControllerProcess:
     def start(self, wait_ready: float = 30.0) -> ControllerProcess:
         if self._webhook and self.webhook_port is not None:
             _, _, ca = self.world.webhook_certificate()
-            self.world.register_webhook(f"https://127.0.0.1:{self.webhook_port}/mutate", ca)
+            self.world.register_webhook(f"https://127.0.0.1:{self.webhook_port}", ca)
         log = self.log_file.open("ab")
         self.process = subprocess.Popen([sys.executable, "-m", "controller", "run"],
                                         env=self.environment(), stdout=log,

@@ -24,6 +24,7 @@ from types import TracebackType
 from typing import Any
 
 import kubernetes.client
+import yaml
 from kubernetes.client.exceptions import ApiException
 
 from controller.rollout.state import ANNOTATION_KEYS
@@ -176,9 +177,10 @@ class World:
                        int(event.get("responseStatus", {}).get("code", 0))))
         return calls
 
-    def create_isvc(self, namespace: str, name: str, uri: str, *,
-                    policy: str | None = None) -> dict[str, Any]:
-        annotations = {"rollwise.io/policy": policy} if policy else {}
+    def create_isvc(self, namespace: str, name: str, uri: str, *, policy: str | None = None,
+                    annotations: Mapping[str, str] | None = None) -> dict[str, Any]:
+        annotations = {**({"rollwise.io/policy": policy} if policy else {}),
+                       **(annotations or {})}
         body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "InferenceService",
                 "metadata": {"name": name, "namespace": namespace, "annotations": annotations},
                 "spec": {"predictor": {"model": {"modelFormat": {"name": "sklearn"},
@@ -222,23 +224,20 @@ class World:
                                                     hosts=("127.0.0.1", "localhost"))
         return self._webhook_pair
 
-    def register_webhook(self, url: str, ca_bundle: bytes) -> None:
-        """Register Rollwise's mutating webhook as deploy/ does, pointing at ``url``."""
-        k8s = kubernetes.client
-        api = k8s.AdmissionregistrationV1Api(self.admin)
-        body = k8s.V1MutatingWebhookConfiguration(
-            metadata=k8s.V1ObjectMeta(name="rollwise"),
-            webhooks=[k8s.V1MutatingWebhook(
-                name="guard.rollwise.io", admission_review_versions=["v1"],
-                side_effects="None", failure_policy="Ignore", timeout_seconds=5,
-                client_config=k8s.AdmissionregistrationV1WebhookClientConfig(
-                    url=url, ca_bundle=_b64(ca_bundle)),
-                rules=[k8s.V1RuleWithOperations(
-                    api_groups=[GROUP], api_versions=[VERSION], operations=["UPDATE"],
-                    resources=[PLURAL], scope="Namespaced")])])
+    def register_webhook(self, base_url: str, ca_bundle: bytes) -> None:
+        """Register Rollwise's admission webhooks exactly as deploy/base/webhook.yaml ships
+        them (rules, matchConditions, failure policies, selectors), pointing at the
+        controller on ``base_url`` instead of its Service."""
+        manifest = yaml.safe_load((PROJECT_ROOT / "deploy" / "base" / "webhook.yaml")
+                                  .read_text())
+        manifest["metadata"] = {"name": "rollwise"}
+        for webhook in manifest["webhooks"]:
+            path = webhook["clientConfig"]["service"].get("path", "/")
+            webhook["clientConfig"] = {"url": f"{base_url}{path}", "caBundle": _b64(ca_bundle)}
+        api = kubernetes.client.AdmissionregistrationV1Api(self.admin)
         with contextlib.suppress(ApiException):
             api.delete_mutating_webhook_configuration("rollwise")
-        api.create_mutating_webhook_configuration(body)
+        api.create_mutating_webhook_configuration(manifest)
 
 
 def _audit_args(workdir: Path, log: Path) -> list[str]:

@@ -22,10 +22,10 @@ from kubernetes.client.exceptions import ApiException
 
 from controller.commands import CommandNotDelivered, submit_command
 from controller.kube import KubeConfigError, current_user
-from controller.rollout.state import Command, CommandAction, Phase
+from controller.rollout.state import COMMANDS_ANNOTATION, Command, CommandAction, Phase
 from controller.traffic import Conflict
 from controller.traffic.client import KubeInferenceServices
-from controller.traffic.kserve import DeployRefused, deploy_patch, read_managed
+from controller.traffic.kserve import DeployRefused, deploy_patch, raw_commands, read_managed
 
 
 class _Target:
@@ -169,16 +169,26 @@ def _send(action: CommandAction, ref: str, kubeconfig: Path | None, context: str
         who = current_user(target.api)
     except ApiException:
         who = "unknown"
+    # ``by`` is only a claim: the commands admission webhook replaces it with the user the
+    # API server authenticated, and the controller acts only on entries it stamped.
     command = Command(id=uuid.uuid4().hex[:12], action=action, by=who, at=datetime.now(UTC),
-                      via="cli", rollout=state.id if state else None, step=step,
-                      reason=reason)
+                      rollout=state.id if state else None, step=step, reason=reason)
     try:
         submit_command(target.isvcs, ns, name, command)
+        written = target.isvcs.get(ns, name)
     except ApiException as err:
         raise _api_error(err, f"cannot annotate {ns}/{name}") from err
     except CommandNotDelivered as err:
         raise click.ClickException(str(err)) from err
-    click.echo(f"{action} requested for {ns}/{name} by {who} (command {command.id}); "
+    entry = next((e for e in raw_commands(((written or {}).get("metadata") or {}).get(
+        "annotations", {}).get(COMMANDS_ANNOTATION)) if e.get("id") == command.id), None)
+    if entry is not None and "seal" not in entry:
+        raise click.ClickException(
+            f"command {command.id} was written to {ns}/{name} but not authenticated by the "
+            "rollwise commands admission webhook (is it installed? see docs/operations.md): "
+            "the controller will refuse it")
+    as_whom = str(entry.get("by", who)) if entry is not None else who
+    click.echo(f"{action} requested for {ns}/{name} as {as_whom} (command {command.id}); "
                "the controller acts on it within one analysis interval")
 
 

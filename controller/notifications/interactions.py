@@ -69,6 +69,7 @@ from controller.notifications.slack import (
     retry_handlers,
 )
 from controller.policy.model import Approvers
+from controller.rollout.seal import Sealer
 from controller.rollout.state import Command, CommandAction, PauseReason, Phase, RolloutState
 from controller.server import Request, Response
 from controller.settings import SlackSettings
@@ -224,14 +225,16 @@ class SlackInteractions:
 
     def __init__(self, signing_secret: str | None, policies: PolicyLookup,
                  isvcs: InferenceServices, client: WebClient, clock: Callable[[], datetime], *,
-                 team_id: str | None = None, group_cache: timedelta = timedelta(minutes=5),
-                 ack_seconds: float = 2.0, workers: int = 4, max_in_flight: int = 32,
+                 sealer: Sealer, team_id: str | None = None,
+                 group_cache: timedelta = timedelta(minutes=5), ack_seconds: float = 2.0,
+                 workers: int = 4, max_in_flight: int = 32,
                  response_urls: Sequence[str] = SLACK_RESPONSE_URLS) -> None:
         # No signing secret (Socket Mode only): every HTTP request fails verification.
         self._verifier = (SignatureVerifier(signing_secret, clock=_VerifierClock(clock))
                           if signing_secret else None)
         self.policies = policies
         self.isvcs = isvcs
+        self.sealer = sealer      # reads only what Rollwise wrote; seals the commands it adds
         self.client = client
         self.clock = clock
         self.team_id = team_id
@@ -246,7 +249,7 @@ class SlackInteractions:
 
     @classmethod
     def from_settings(cls, settings: SlackSettings, policies: PolicyLookup,
-                      isvcs: InferenceServices, *, team_id: str | None = None,
+                      isvcs: InferenceServices, *, sealer: Sealer, team_id: str | None = None,
                       clock: Callable[[], datetime] = lambda: datetime.now(UTC),
                       response_urls: Sequence[str] = SLACK_RESPONSE_URLS,
                       ) -> SlackInteractions | None:
@@ -258,7 +261,7 @@ class SlackInteractions:
         token = settings.bot_token.get_secret_value() if settings.bot_token else ""
         secret = settings.signing_secret.get_secret_value() if settings.signing_secret else None
         return cls(secret, policies, isvcs, make_client(token, settings.api_url), clock,
-                   team_id=team_id, response_urls=response_urls)
+                   sealer=sealer, team_id=team_id, response_urls=response_urls)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -344,7 +347,7 @@ class SlackInteractions:
         bound = log.bind(user=click.user_id, namespace=target.namespace, name=target.name,
                          rollout=target.rollout, step=target.step, action=click.action)
         obj = self.isvcs.get(target.namespace, target.name)
-        managed = read_managed(obj) if obj is not None else None
+        managed = read_managed(obj, self.sealer) if obj is not None else None
         if managed is None:
             return self._refuse(click, bound, "not-waiting", "the InferenceService is gone "
                                 f"or no longer managed by Rollwise: {where}")
@@ -373,7 +376,8 @@ class SlackInteractions:
                           via="slack", rollout=target.rollout,
                           step=target.step if click.action == "approve" else None)
         try:
-            submit_command(self.isvcs, target.namespace, target.name, command)
+            submit_command(self.isvcs, target.namespace, target.name, command,
+                           sealer=self.sealer)
         except CommandNotDelivered as err:
             return self._refuse(click, bound, "error", f"Not recorded: {err}")
         bound.info("slack command recorded", command=command_id)

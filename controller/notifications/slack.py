@@ -51,8 +51,10 @@ from slack_sdk.http_retry.request import HttpRequest
 from slack_sdk.http_retry.response import HttpResponse
 from slack_sdk.http_retry.state import RetryState
 
+from controller.errors import StateUnreadable
 from controller.policy.model import ALL_EVENTS, RolloutPolicy
 from controller.rollout.machine import Event
+from controller.rollout.seal import Sealer
 from controller.rollout.snapshot import RolloutSnapshot
 from controller.rollout.state import (
     SLACK_MESSAGE_ANNOTATION,
@@ -63,6 +65,7 @@ from controller.rollout.state import (
 )
 from controller.settings import SlackSettings
 from controller.traffic import InferenceServices
+from controller.traffic.kserve import SEAL_SLACK_MESSAGE
 
 log = structlog.get_logger(__name__)
 
@@ -412,10 +415,12 @@ class InMemoryMessageRefs:
 @dataclass
 class AnnotationMessageRefs:
     """The ref in the ``rollwise.io/slack-message`` annotation of the InferenceService,
-    as ``{"rollout", "channel", "ts"}``. Written with a merge patch that touches only
-    that key and carries no resourceVersion: it can never undo a state write."""
+    as ``{"rollout", "channel", "ts"}``, sealed for the object (a hand-written ref would
+    have the bot edit another of its messages). Written with a merge patch that touches
+    only that key and carries no resourceVersion: it can never undo a state write."""
 
     isvcs: InferenceServices
+    sealer: Sealer
 
     def get(self, snapshot: RolloutSnapshot) -> MessageRef | None:
         obj = self.isvcs.get(snapshot.namespace, snapshot.name)
@@ -426,18 +431,19 @@ class AnnotationMessageRefs:
         if not text:
             return None
         try:
-            raw = json.loads(text)
+            raw = self.sealer.open(SEAL_SLACK_MESSAGE, snapshot.uid, text,
+                                   what=SLACK_MESSAGE_ANNOTATION)
             if raw["rollout"] != snapshot.state.id:
                 return None              # the message of an earlier rollout
             return MessageRef(str(raw["channel"]), str(raw["ts"]))
-        except (ValueError, KeyError, TypeError):
-            log.warning("unreadable slack message annotation ignored",
-                        namespace=snapshot.namespace, name=snapshot.name)
+        except (StateUnreadable, KeyError, TypeError) as err:
+            log.warning("slack message annotation ignored", namespace=snapshot.namespace,
+                        name=snapshot.name, error=str(err))
             return None
 
     def put(self, snapshot: RolloutSnapshot, ref: MessageRef) -> None:
-        value = json.dumps({"rollout": snapshot.state.id, "channel": ref.channel,
-                            "ts": ref.ts}, separators=(",", ":"), sort_keys=True)
+        value = self.sealer.seal_text(SEAL_SLACK_MESSAGE, snapshot.uid, {
+            "rollout": snapshot.state.id, "channel": ref.channel, "ts": ref.ts})
         self.isvcs.patch(snapshot.namespace, snapshot.name,
                          {"metadata": {"annotations": {SLACK_MESSAGE_ANNOTATION: value}}})
 
@@ -560,16 +566,19 @@ class SlackNotifier:
     @classmethod
     def from_settings(cls, settings: SlackSettings, policies: PolicyLookup,
                       registry: CollectorRegistry, *, isvcs: InferenceServices | None = None,
+                      sealer: Sealer | None = None,
                       delivery: Delivery | None = None) -> SlackNotifier | None:
         """The notifier the settings describe, or None when no bot token is configured.
-        With ``isvcs``, message refs live in an annotation (survive restarts)."""
+        With ``isvcs`` and ``sealer``, message refs live in an annotation (survive
+        restarts)."""
         if settings.bot_token is None:
             return None
         delivery = delivery or Delivery()
         client = make_client(settings.bot_token.get_secret_value(), settings.api_url,
                              timeout=delivery.timeout,
                              max_rate_limit_wait=delivery.inline_rate_limit_wait)
-        refs = AnnotationMessageRefs(isvcs) if isvcs is not None else None
+        refs = (AnnotationMessageRefs(isvcs, sealer)
+                if isvcs is not None and sealer is not None else None)
         notifier = cls(client, policies, registry, refs=refs,
                        default_channels=settings.default_channels, delivery=delivery)
         notifier.start()

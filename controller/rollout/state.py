@@ -154,19 +154,32 @@ class RolloutState:
     def evolve(self, **changes: Any) -> RolloutState:
         return replace(self, **changes)
 
+    def to_mapping(self) -> dict[str, Any]:
+        encoded: dict[str, Any] = _encode(asdict(self))
+        return encoded
+
     def to_json(self) -> str:
-        return json.dumps(_encode(asdict(self)), separators=(",", ":"), sort_keys=True)
+        return json.dumps(self.to_mapping(), separators=(",", ":"), sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> RolloutState:
-        """Read a stored state; raise ValueError naming what is wrong with it."""
+        """Read a stored state; raise ValueError naming what is wrong with it. Fields
+        other than the state's own (such as a seal) are ignored."""
         try:
             raw = json.loads(text)
+        except ValueError as err:
+            raise ValueError(f"unreadable {STATE_ANNOTATION} annotation: {err}") from err
+        return cls.from_mapping(raw)
+
+    @classmethod
+    def from_mapping(cls, raw: Any) -> RolloutState:
+        try:
             if not isinstance(raw, dict):
                 raise ValueError("not a JSON object")
             return _decode_state(raw)
-        except (KeyError, TypeError, ValueError) as err:
-            raise ValueError(f"unreadable {STATE_ANNOTATION} annotation: {err}") from err
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise ValueError(f"unreadable {STATE_ANNOTATION} annotation: "
+                             f"{type(err).__name__}: {err}") from err
 
 
 def _encode(value: Any) -> Any:
@@ -278,39 +291,61 @@ COMMAND_ACTIONS: tuple[CommandAction, ...] = ("approve", "promote", "abort", "re
 
 @dataclass(frozen=True)
 class Command:
-    """An operator's instruction, written as an annotation by the CLI or the Slack handler."""
+    """An operator's instruction in ``rollwise.io/commands``.
+
+    Who wrote it is never taken from the entry itself: the commands admission webhook
+    (``controller.webhook.stamp_commands``) overwrites ``by``, ``via`` and ``groups`` with
+    the writer the API server authenticated (``via: kubernetes``) and seals the entry; the
+    Slack handler, which checked the click's signature and the approver, seals its own
+    (``via: slack``). The controller acts only on entries whose seal verifies."""
 
     id: str
     action: CommandAction
-    by: str
+    by: str                                # Kubernetes username, or the Slack user
     at: datetime
-    via: str = "cli"
+    via: str = "kubernetes"                # "kubernetes" (any API client) or "slack"
     rollout: str | None = None             # the rollout it was meant for; None: the current one
     step: int | None = None                # approve: the step being approved
     reason: str = ""
+    groups: tuple[str, ...] = ()           # the Kubernetes groups of the writer
+
+    def to_mapping(self) -> dict[str, Any]:
+        encoded: dict[str, Any] = _encode(asdict(self))
+        return encoded
 
     def to_json(self) -> str:
-        return json.dumps(_encode(asdict(self)), separators=(",", ":"), sort_keys=True)
+        return json.dumps(self.to_mapping(), separators=(",", ":"), sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> Command:
         raw = json.loads(text)
         if not isinstance(raw, dict):
             raise ValueError("a command is a JSON object")
+        return cls.from_mapping(raw)
+
+    @classmethod
+    def from_mapping(cls, raw: Mapping[str, Any]) -> Command:
+        """Read one entry; raise ValueError naming what is wrong with it."""
         action = raw["action"]
         if action not in COMMAND_ACTIONS:
             raise ValueError(f"unknown command action {action!r}")
         for key, limit in COMMAND_FIELD_LIMITS.items():
             if len(str(raw.get(key) or "")) > limit:
                 raise ValueError(f"{key} longer than {limit} characters")
+        groups = raw.get("groups") or []
+        if not isinstance(groups, list) or len(groups) > MAX_COMMAND_GROUPS or any(
+                not isinstance(g, str) or len(g) > COMMAND_FIELD_LIMITS["by"] for g in groups):
+            raise ValueError(f"groups must be a list of at most {MAX_COMMAND_GROUPS} names")
         step = raw.get("step")
         at = _required_time(raw["at"])
         if at.utcoffset() is None:
             raise ValueError("at has no time zone")
         return cls(id=str(raw["id"]), action=action, by=str(raw["by"]), at=at,
-                   via=str(raw.get("via", "cli")), rollout=raw.get("rollout"),
-                   step=None if step is None else int(step), reason=str(raw.get("reason", "")))
+                   via=str(raw.get("via", "kubernetes")), rollout=raw.get("rollout"),
+                   step=None if step is None else int(step), reason=str(raw.get("reason", "")),
+                   groups=tuple(groups))
 
 
 # Bounds on what one command may carry: enough for any real id, user name and reason.
 COMMAND_FIELD_LIMITS = {"id": 64, "by": 256, "via": 16, "rollout": 128, "reason": 1024}
+MAX_COMMAND_GROUPS = 64

@@ -25,7 +25,9 @@ from typing import Any
 
 from kserve import constants
 
+from controller.errors import StateUnreadable
 from controller.rollout.machine import Promote, RestoreSpec, RollBack, SetCanary, TrafficAction
+from controller.rollout.seal import Sealer
 from controller.rollout.state import (
     COMMANDS_ANNOTATION,
     LAST_GOOD_ANNOTATION,
@@ -36,6 +38,11 @@ from controller.rollout.state import (
     RolloutState,
     TrafficTarget,
 )
+
+# What each sealed annotation is for (controller.rollout.seal): a value sealed for one
+# purpose is refused for another.
+SEAL_STATE, SEAL_LAST_GOOD, SEAL_COMMAND, SEAL_SLACK_MESSAGE = (
+    "rollout", "last-good", "command", "slack-message")
 
 GROUP = constants.KSERVE_GROUP
 VERSION = constants.KSERVE_V1BETA1_VERSION
@@ -127,8 +134,21 @@ def observe(isvc: Mapping[str, Any]) -> Observation:
 
 
 @dataclass(frozen=True)
+class Pending:
+    """A command waiting in ``rollwise.io/commands``: the entry as it was written (kept
+    verbatim, so a rewrite of the list keeps its seal) and what it says."""
+
+    command: Command
+    raw: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
 class Managed:
-    """One InferenceService that opted in, with everything read from it."""
+    """One InferenceService that opted in, with everything read from it.
+
+    Read with a ``Sealer`` (the controller), the state and the commands are only what
+    Rollwise sealed for this object: anything else is ``state_error`` / ``bad_commands``.
+    Read without one (the CLI, which has no key), they are shown as written, unverified."""
 
     namespace: str
     name: str
@@ -137,56 +157,83 @@ class Managed:
     policy: str
     observation: Observation
     state: RolloutState | None
-    state_error: str | None                 # an unreadable state annotation, reported
-    commands: tuple[Command, ...]
-    bad_commands: tuple[str, ...]          # why each unreadable entry was dropped
+    state_error: str | None                 # an unreadable or unsealed state, reported
+    pending: tuple[Pending, ...]
+    bad_commands: tuple[str, ...]          # why each refused entry was dropped
     predictor: Mapping[str, Any]
     url: str | None = None
     annotations: Mapping[str, str] = field(default_factory=dict)
+    verified: bool = False                 # read with a Sealer
 
     @property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
 
+    @property
+    def commands(self) -> tuple[Command, ...]:
+        return tuple(p.command for p in self.pending)
 
-def read_managed(isvc: Mapping[str, Any]) -> Managed | None:
+
+def read_managed(isvc: Mapping[str, Any], sealer: Sealer | None = None) -> Managed | None:
     """The managed view of an InferenceService, or None when it did not opt in."""
     meta = isvc.get("metadata") or {}
     annotations: Mapping[str, str] = meta.get("annotations") or {}
     policy = annotations.get(POLICY_ANNOTATION)
     if not policy:
         return None
+    uid = str(meta.get("uid", ""))
     state, state_error = None, None
     if STATE_ANNOTATION in annotations:
         try:
-            state = RolloutState.from_json(annotations[STATE_ANNOTATION])
-        except ValueError as err:
+            state = read_state(annotations[STATE_ANNOTATION], uid, sealer)
+        except (ValueError, StateUnreadable) as err:
             state_error = str(err)
-    commands, bad = read_commands(annotations.get(COMMANDS_ANNOTATION))
+    pending, bad = read_commands(annotations.get(COMMANDS_ANNOTATION), sealer, uid)
     return Managed(
-        namespace=meta.get("namespace", ""), name=meta.get("name", ""), uid=meta.get("uid", ""),
+        namespace=meta.get("namespace", ""), name=meta.get("name", ""), uid=uid,
         resource_version=meta.get("resourceVersion", ""), policy=policy,
         observation=observe(isvc), state=state, state_error=state_error,
-        commands=tuple(commands), bad_commands=tuple(bad),
+        pending=tuple(pending), bad_commands=tuple(bad),
         predictor=(isvc.get("spec") or {}).get("predictor") or {},
         url=(isvc.get("status") or {}).get("url"),
-        annotations=dict(annotations),
+        annotations=dict(annotations), verified=sealer is not None,
     )
+
+
+def read_state(text: str, uid: str, sealer: Sealer | None) -> RolloutState:
+    """The rollout state in ``text``; with a sealer, only one Rollwise sealed for ``uid``."""
+    if sealer is None:
+        return RolloutState.from_json(text)
+    return RolloutState.from_mapping(sealer.open(SEAL_STATE, uid, text, what=STATE_ANNOTATION))
+
+
+def state_value(state: RolloutState, uid: str, sealer: Sealer) -> str:
+    """The annotation text of ``state``, sealed for this object."""
+    return sealer.seal_text(SEAL_STATE, uid, state.to_mapping())
 
 
 class NothingToRestore(ValueError):
     """No promoted predictor spec was recorded on this InferenceService."""
 
 
-def restore_predictor(managed: Managed) -> dict[str, Any]:
+def restore_predictor(managed: Managed, sealer: Sealer) -> dict[str, Any]:
     """The merge patch of ``spec.predictor`` that puts the last promoted spec back: its
     fields, and null for fields the current spec has and that one had not. The percent
-    stays 0 so the restored revision is rolled out under analysis, never all at once."""
+    stays 0 so the restored revision is rolled out under analysis, never all at once.
+
+    Only a spec Rollwise recorded (sealed) for this object at a promotion is restored: a
+    hand-written value (another model, a privileged service account) is refused."""
     raw = managed.annotations.get(LAST_GOOD_ANNOTATION)
     if not raw:
         raise NothingToRestore(f"{managed.key}: no promoted predictor spec recorded "
                                f"({LAST_GOOD_ANNOTATION})")
-    last_good = json.loads(raw)
+    try:
+        last_good = sealer.open(SEAL_LAST_GOOD, managed.uid, raw,
+                                what=LAST_GOOD_ANNOTATION)["predictor"]
+        if not isinstance(last_good, dict):
+            raise StateUnreadable(f"{LAST_GOOD_ANNOTATION} holds no predictor spec")
+    except (StateUnreadable, KeyError) as err:
+        raise NothingToRestore(f"{managed.key}: refusing to restore: {err}") from err
     patch: dict[str, Any] = {k: None for k in managed.predictor if k not in last_good}
     patch.update(last_good)
     patch["canaryTrafficPercent"] = 0
@@ -200,9 +247,20 @@ def restore_predictor(managed: Managed) -> dict[str, Any]:
 MAX_PENDING_COMMANDS = 20
 
 
-def read_commands(text: str | None) -> tuple[list[Command], list[str]]:
-    """The pending commands (a JSON list under one fixed key) and why any were unreadable
-    or dropped (beyond ``MAX_PENDING_COMMANDS``, the oldest go)."""
+def raw_commands(text: str | None) -> list[Mapping[str, Any]]:
+    """The entries of a commands annotation as written (JSON objects only), or []."""
+    try:
+        raw = json.loads(text) if text else []
+    except ValueError:
+        return []
+    return [e for e in raw if isinstance(e, Mapping)] if isinstance(raw, list) else []
+
+
+def read_commands(text: str | None, sealer: Sealer | None = None,
+                  uid: str = "") -> tuple[list[Pending], list[str]]:
+    """The pending commands (a JSON list under one fixed key) and why any were refused:
+    unreadable, beyond ``MAX_PENDING_COMMANDS`` (the oldest go) or, with a sealer, not
+    sealed for this object (written while the commands webhook was not called)."""
     if not text:
         return [], []
     try:
@@ -211,24 +269,34 @@ def read_commands(text: str | None) -> tuple[list[Command], list[str]]:
         return [], [f"{COMMANDS_ANNOTATION} is not JSON: {err}"]
     if not isinstance(raw, list):
         return [], [f"{COMMANDS_ANNOTATION} must be a JSON list"]
-    commands, bad = [], []
+    pending, bad = [], []
     dropped = max(0, len(raw) - MAX_PENDING_COMMANDS)
     if dropped:
         bad.append(f"{COMMANDS_ANNOTATION}: {len(raw)} commands pending, more than "
                    f"{MAX_PENDING_COMMANDS}; the oldest {dropped} dropped")
     for i, entry in enumerate(raw[dropped:], start=dropped):
+        where = f"{COMMANDS_ANNOTATION}[{i}]"
         try:
-            commands.append(Command.from_json(json.dumps(entry)))
+            if not isinstance(entry, dict):
+                raise ValueError("a command is a JSON object")
+            command = Command.from_mapping(entry)
         except (ValueError, KeyError, TypeError) as err:
-            bad.append(f"{COMMANDS_ANNOTATION}[{i}]: {type(err).__name__}: {err}")
-    return commands, bad
+            bad.append(f"{where}: {type(err).__name__}: {err}")
+            continue
+        if sealer is not None and not sealer.verify(SEAL_COMMAND, uid, entry):
+            bad.append(f"{where}: {command.action} {command.id!r} refused: its writer is not "
+                       "authenticated (no valid seal: written while the rollwise commands "
+                       "admission webhook was not called?)")
+            continue
+        pending.append(Pending(command, entry))
+    return pending, bad
 
 
-def commands_value(commands: Sequence[Command]) -> str | None:
-    """The annotation value for these commands; None removes the key."""
-    if not commands:
+def commands_value(entries: Sequence[Mapping[str, Any]]) -> str | None:
+    """The annotation value for these entries; None removes the key."""
+    if not entries:
         return None
-    return json.dumps([json.loads(c.to_json()) for c in commands], separators=(",", ":"))
+    return json.dumps(list(entries), separators=(",", ":"))
 
 
 def rollout_patch(
@@ -237,23 +305,27 @@ def rollout_patch(
     traffic: TrafficAction | None,
     handled: Sequence[str] = (),
     *,
+    sealer: Sealer,
     last_good: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One JSON merge patch: traffic, state and consumed commands together, fenced by the
     resourceVersion read, so a stale controller's write fails with 409 instead of acting
-    (and a command added since the read is never lost)."""
-    annotations: dict[str, str | None] = {STATE_ANNOTATION: state.to_json()}
+    (and a command added since the read is never lost). The state, and the promoted
+    predictor spec when there is one, are sealed for this object."""
+    uid = managed.uid
+    annotations: dict[str, str | None] = {STATE_ANNOTATION: state_value(state, uid, sealer)}
     if handled or managed.bad_commands:
-        remaining = [c for c in managed.commands if c.id not in handled]
-        annotations[COMMANDS_ANNOTATION] = commands_value(remaining)
+        annotations[COMMANDS_ANNOTATION] = commands_value(
+            [p.raw for p in managed.pending if p.command.id not in handled])
     if last_good is not None:
-        annotations[LAST_GOOD_ANNOTATION] = json.dumps(last_good, sort_keys=True)
+        annotations[LAST_GOOD_ANNOTATION] = sealer.seal_text(
+            SEAL_LAST_GOOD, uid, {"predictor": dict(last_good)})
     patch: dict[str, Any] = {
         "metadata": {"resourceVersion": managed.resource_version, "annotations": annotations},
     }
     predictor: dict[str, Any] = {}
     if isinstance(traffic, RestoreSpec):
-        predictor = restore_predictor(managed)
+        predictor = restore_predictor(managed, sealer)
     elif isinstance(traffic, SetCanary):
         predictor["canaryTrafficPercent"] = traffic.percent
     elif isinstance(traffic, Promote):

@@ -116,9 +116,11 @@ def test_the_controller_runs_as_the_account_the_rbac_binds(objects: list[Manifes
     for binding in (o for o in objects if o["kind"] in {"RoleBinding", "ClusterRoleBinding"}):
         assert {"kind": "ServiceAccount", "name": account["metadata"]["name"],
                 "namespace": account["metadata"]["namespace"]} in binding["subjects"]
-    # The Role for the Lease is namespaced: the Lease must be in the pod's namespace.
-    role = find(objects, "Role")
-    assert role["metadata"]["namespace"] == deployment["metadata"]["namespace"]
+    # The Roles (the Lease, the seal key's Secret) are namespaced: both live in the pod's
+    # namespace.
+    for role in (find(objects, "Role", "rollwise-leader-election"),
+                 find(objects, "Role", "rollwise-seal")):
+        assert role["metadata"]["namespace"] == deployment["metadata"]["namespace"]
     lease_ns = env_of(controller_container(objects))["ROLLWISE_LEADER_ELECTION__LEASE_NAMESPACE"]
     assert lease_ns == {"fieldRef": {"fieldPath": "metadata.namespace"}}
 
@@ -313,12 +315,16 @@ def _listen_port(address: str) -> int:
 
 def test_the_webhook_is_wired_end_to_end(objects: list[Manifest]) -> None:
     config = find(objects, "MutatingWebhookConfiguration")
-    (hook,) = config["webhooks"]
+    hook, commands = config["webhooks"]
     assert hook["failurePolicy"] == "Ignore" and hook["sideEffects"] == "None"
     assert hook["rules"] == [{"apiGroups": ["serving.kserve.io"], "apiVersions": ["v1beta1"],
                               "resources": ["inferenceservices"], "operations": ["UPDATE"],
                               "scope": "Namespaced"}]
     assert hook["namespaceSelector"] and hook["objectSelector"]
+    # The commands webhook: the same service at /commands, and no command unauthenticated.
+    assert commands["clientConfig"]["service"] == dict(hook["clientConfig"]["service"],
+                                                       path="/commands")
+    assert commands["failurePolicy"] == "Fail" and commands["matchConditions"]
     # The Service it calls forwards to the port the controller serves TLS on, at /mutate.
     ref = hook["clientConfig"]["service"]
     assert ref["path"] == "/mutate"

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 from click.testing import CliRunner
+from kubernetes.client.exceptions import ApiException
 
 from controller.cli import main
 from controller.notifications.slack import ACTION_APPROVE
@@ -147,12 +148,14 @@ def test_the_same_approval_from_the_cli_also_updates_slack(env: Env) -> None:
     rows = json.loads(env.cli("status", "-n", NAMESPACE, "cli-approved", "-o", "json"))
     assert rows[0]["phase"] == "Paused" and rows[0]["pause"] == "approval"
     assert rows[0]["canaryPercent"] == 50
-    env.cli("approve", f"{NAMESPACE}/cli-approved", "--reason", "looks good")
+    out = env.cli("approve", f"{NAMESPACE}/cli-approved", "--reason", "looks good")
+    assert "as rollwise-admin" in out     # the user the API server authenticated
     done = wait_for(lambda: finished(env.world, "cli-approved", "s3://m/cli-approved/v2"),
                     90, "promotion after the CLI approval", env.controller.tail)
-    assert done.phase == Phase.SUCCEEDED and done.approvals[0].via == "cli"
-    wait_for(lambda: any("approved by" in json.dumps(m.blocks) and "via cli" in
-                         json.dumps(m.blocks) for m in env.slack.top_level()), 30,
+    assert done.phase == Phase.SUCCEEDED
+    assert [(a.by, a.via) for a in done.approvals] == [("rollwise-admin", "kubernetes")]
+    wait_for(lambda: any("approved by rollwise-admin via kubernetes" in json.dumps(m.blocks)
+                         for m in env.slack.top_level()), 30,
              "the Slack message to show the CLI approval", env.controller.tail)
 
 
@@ -175,6 +178,25 @@ def test_pause_resume_and_abort_from_the_cli(env: Env) -> None:
     status = env.world.get_isvc(NAMESPACE, "operated")["status"]["components"]["predictor"]
     assert {t["revisionName"] for t in status["traffic"] if t["percent"]} == {
         "operated-predictor-00001"}
+
+
+def test_a_command_is_recorded_as_the_user_the_api_server_authenticated(env: Env) -> None:
+    """Issue 14, defect 3, on the real API server: an entry claiming to be a Slack
+    approval, written with kubectl, is stamped by the commands webhook with its real
+    writer; a command on a new object is refused outright."""
+    env.world.create_isvc(NAMESPACE, "claims", "s3://m/claims/v1", policy="human")
+    forged = [{"id": "forged-1", "action": "pause", "by": "U012AB3CD (alice)", "via": "slack",
+               "at": "2026-01-01T00:00:00+00:00"}]
+    env.world.patch_isvc(NAMESPACE, "claims", {"metadata": {"annotations": {
+        "rollwise.io/commands": json.dumps(forged)}}})
+    annotations = env.world.get_isvc(NAMESPACE, "claims")["metadata"]["annotations"]
+    [entry] = json.loads(annotations["rollwise.io/commands"])
+    assert (entry["by"], entry["via"]) == ("rollwise-admin", "kubernetes")
+    assert "system:masters" in entry["groups"] and entry["seal"]
+    with pytest.raises(ApiException) as refused:
+        env.world.create_isvc(NAMESPACE, "born-with-commands", "s3://m/x/v1", policy="human",
+                              annotations={"rollwise.io/commands": json.dumps(forged)})
+    assert "existing InferenceService" in str(refused.value.body)
 
 
 def test_the_rbac_grants_exactly_what_the_controller_used(env: Env) -> None:

@@ -25,6 +25,7 @@ from controller.rollout.state import (
     TrafficTarget,
 )
 from simulations.slack import SlackSim
+from tests.fakes import sealed_state
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 APPROVER = "U012AB3CD"
@@ -146,7 +147,7 @@ def isvc(state: RolloutState | None, policy_name: str = "careful",
     """A managed InferenceService as FakeInferenceServices keeps it."""
     annotations = {POLICY_ANNOTATION: policy_name, **(extra or {})}
     if state is not None:
-        annotations[STATE_ANNOTATION] = state.to_json()
+        annotations[STATE_ANNOTATION] = sealed_state(state, "uid-1")
     return {"metadata": {"namespace": NAMESPACE, "name": NAME, "uid": "uid-1",
                          "resourceVersion": "7", "annotations": annotations},
             "spec": {"predictor": {"model": {"modelFormat": {"name": "sklearn"},

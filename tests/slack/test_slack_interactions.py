@@ -33,7 +33,7 @@ from simulations.slack import (
     signature_headers,
     signed_interaction,
 )
-from tests.fakes import FakeInferenceServices
+from tests.fakes import TEST_SEALER, FakeInferenceServices
 from tests.slack.slack_helpers import (
     APPROVER,
     BOT_TOKEN,
@@ -75,7 +75,11 @@ class World:
         return dict(self.isvcs.objects[(NAMESPACE, NAME)]["metadata"]["annotations"])
 
     def commands(self) -> list[Any]:
-        return read_commands(self.annotations().get(COMMANDS_ANNOTATION))[0]
+        """The commands waiting, as the controller reads them: sealed by the handler."""
+        pending, refused = read_commands(self.annotations().get(COMMANDS_ANNOTATION),
+                                         TEST_SEALER, "uid-1")
+        assert refused == []
+        return [p.command for p in pending]
 
     def payload(self, *, action_id: str = ACTION_APPROVE, user: str = APPROVER,
                 user_name: str = "alice", team: str = TEAM, step: int | None = None,
@@ -114,7 +118,7 @@ def world(sim: SlackSim) -> Iterator[World]:
     isvcs = FakeInferenceServices(isvc(rollout.current))
     handler = SlackInteractions(
         SIGNING_SECRET, lambda name: spec if name == spec.name else None, isvcs,
-        make_client(BOT_TOKEN, sim.api_url), lambda: rollout.now, team_id=TEAM,
+        make_client(BOT_TOKEN, sim.api_url), lambda: rollout.now, sealer=TEST_SEALER, team_id=TEAM,
         response_urls=(f"http://127.0.0.1:{sim.port}/response/",))
     yield World(sim, rollout, isvcs, handler, logs)
     handler.close()
@@ -334,7 +338,7 @@ def test_the_command_id_is_deterministic(world: World) -> None:
     world.handler.handle(world.request())
     [again] = read_commands(other_world.objects[(NAMESPACE, NAME)]["metadata"]["annotations"]
                             [COMMANDS_ANNOTATION])[0]
-    assert again.id == first
+    assert again.command.id == first
 
 
 def test_the_state_machine_acts_on_the_command_once(world: World) -> None:
@@ -450,16 +454,18 @@ def test_the_simulated_signature_is_slack_sdks() -> None:
 
 def test_from_settings_needs_a_signing_secret_or_an_app_token(world: World) -> None:
     isvcs = FakeInferenceServices()
-    assert SlackInteractions.from_settings(SlackSettings(), lambda _: None, isvcs) is None
+    assert SlackInteractions.from_settings(SlackSettings(), lambda _: None, isvcs,
+                                           sealer=TEST_SEALER) is None
     handler = SlackInteractions.from_settings(
         SlackSettings(signing_secret=SecretStr(SIGNING_SECRET), api_url=world.sim.api_url),
-        lambda _: None, isvcs, team_id=TEAM, clock=lambda: world.rollout.now)
+        lambda _: None, isvcs, sealer=TEST_SEALER, team_id=TEAM,
+        clock=lambda: world.rollout.now)
     assert handler is not None
     assert handler.handle(world.request()).status == 200   # verified (then: gone, 200)
     handler.close()
     socket_only = SlackInteractions.from_settings(
         SlackSettings(app_token=SecretStr("xapp-1-secret"), api_url=world.sim.api_url),
-        lambda _: None, isvcs, clock=lambda: world.rollout.now)
+        lambda _: None, isvcs, sealer=TEST_SEALER, clock=lambda: world.rollout.now)
     assert socket_only is not None
     assert socket_only.handle(world.request()).status == 401  # HTTP cannot be verified
     socket_only.close()

@@ -25,8 +25,9 @@ from controller.notifications.slack import (
 )
 from controller.rollout.state import SLACK_MESSAGE_ANNOTATION
 from controller.settings import SlackSettings
+from controller.traffic.kserve import SEAL_SLACK_MESSAGE
 from simulations.slack import Message, SlackSim
-from tests.fakes import FakeInferenceServices
+from tests.fakes import TEST_SEALER, FakeInferenceServices
 from tests.slack.slack_helpers import (
     APPROVER,
     BOT_TOKEN,
@@ -255,7 +256,7 @@ def test_a_restarted_controller_keeps_updating_the_same_message(sim: SlackSim) -
     spec = policy()
     rollout = Rollout(spec).to_approval()
     isvcs = FakeInferenceServices(isvc(rollout.current))
-    first = notifier_for(sim, spec, refs=AnnotationMessageRefs(isvcs))
+    first = notifier_for(sim, spec, refs=AnnotationMessageRefs(isvcs, TEST_SEALER))
     first.notify(rollout.snapshots[0])
     assert first.wait_idle(10)
     first.close()
@@ -264,11 +265,13 @@ def test_a_restarted_controller_keeps_updating_the_same_message(sim: SlackSim) -
     assert patch == {"metadata": {"annotations": {SLACK_MESSAGE_ANNOTATION: patch["metadata"]
                                                   ["annotations"][SLACK_MESSAGE_ANNOTATION]}}}
     message = only_message(sim)
-    stored = json.loads(patch["metadata"]["annotations"][SLACK_MESSAGE_ANNOTATION])
+    stored = TEST_SEALER.open(SEAL_SLACK_MESSAGE, "uid-1", patch["metadata"]["annotations"][
+        SLACK_MESSAGE_ANNOTATION], what="ref")
     assert stored == {"rollout": rollout.current.id, "channel": message.channel,
                       "ts": message.ts}
 
-    second = notifier_for(sim, spec, refs=AnnotationMessageRefs(isvcs))   # a new process
+    # A new process:
+    second = notifier_for(sim, spec, refs=AnnotationMessageRefs(isvcs, TEST_SEALER))
     for snapshot in rollout.snapshots[1:]:
         second.notify(snapshot)
     assert second.wait_idle(10)
@@ -281,9 +284,10 @@ def test_a_restarted_controller_keeps_updating_the_same_message(sim: SlackSim) -
 def test_a_ref_of_an_earlier_rollout_is_not_reused() -> None:
     spec = policy()
     rollout = Rollout(spec).to_approval()
-    old = json.dumps({"rollout": "older-1", "channel": "C1", "ts": "1.1"})
+    old = TEST_SEALER.seal_text(SEAL_SLACK_MESSAGE, "uid-1",
+                                {"rollout": "older-1", "channel": "C1", "ts": "1.1"})
     refs = AnnotationMessageRefs(FakeInferenceServices(
-        isvc(rollout.current, extra={SLACK_MESSAGE_ANNOTATION: old})))
+        isvc(rollout.current, extra={SLACK_MESSAGE_ANNOTATION: old})), TEST_SEALER)
     assert refs.get(rollout.snapshots[-1]) is None
     refs.put(rollout.snapshots[-1], MessageRef("C2", "2.2"))
     assert refs.get(rollout.snapshots[-1]) == MessageRef("C2", "2.2")

@@ -23,7 +23,7 @@ from controller.rollout.state import COMMANDS_ANNOTATION
 from controller.settings import SlackSettings
 from controller.traffic.kserve import read_commands
 from simulations.slack import SlackSim, block_actions_payload
-from tests.fakes import FakeInferenceServices
+from tests.fakes import TEST_SEALER, FakeInferenceServices
 from tests.slack.slack_helpers import (
     APPROVER,
     BOT_TOKEN,
@@ -70,7 +70,7 @@ def approval_handler(sim: SlackSim) -> tuple[SlackInteractions, FakeInferenceSer
     isvcs = FakeInferenceServices(isvc(rollout.current))
     handler = SlackInteractions(SIGNING_SECRET, lambda name: spec, isvcs,
                                 make_client(BOT_TOKEN, sim.api_url), lambda: rollout.now,
-                                team_id=TEAM,
+                                sealer=TEST_SEALER, team_id=TEAM,
                                 response_urls=(f"http://127.0.0.1:{sim.port}/response/",))
     return handler, isvcs, rollout
 
@@ -97,7 +97,9 @@ def click(sim: SlackSim, rollout: Rollout, *, user: str = APPROVER,
 
 def commands(isvcs: FakeInferenceServices) -> list[Any]:
     annotations = isvcs.objects[(NAMESPACE, NAME)]["metadata"]["annotations"]
-    return read_commands(annotations.get(COMMANDS_ANNOTATION))[0]
+    pending, refused = read_commands(annotations.get(COMMANDS_ANNOTATION), TEST_SEALER, "uid-1")
+    assert refused == []
+    return [p.command for p in pending]
 
 
 def test_an_interactive_envelope_is_acknowledged_and_approves(
@@ -162,7 +164,8 @@ def test_a_real_socket_mode_client_over_a_websocket(sim: SlackSim) -> None:
 
 def test_from_settings_needs_an_app_token(sim: SlackSim) -> None:
     handler = SlackInteractions(SIGNING_SECRET, lambda _: None, FakeInferenceServices(),
-                                make_client(BOT_TOKEN, sim.api_url), lambda: datetime.now(UTC))
+                                make_client(BOT_TOKEN, sim.api_url), lambda: datetime.now(UTC),
+                                sealer=TEST_SEALER)
     assert SocketModeInteractions.from_settings(SlackSettings(), handler) is None
     bridge = SocketModeInteractions.from_settings(
         SlackSettings(app_token=SecretStr("xapp-1-secret"), api_url=sim.api_url), handler)

@@ -14,8 +14,8 @@ from controller.reconciler import Reconciler
 from controller.rollout.machine import Judgement
 from controller.rollout.state import STATE_ANNOTATION, RolloutState
 from controller.telemetry import Telemetry
-from controller.traffic.kserve import predictor_hash
-from tests.fakes import FakeAnalyzer, FakeEvents, FakeInferenceServices
+from controller.traffic.kserve import SEAL_LAST_GOOD, predictor_hash
+from tests.fakes import TEST_SEALER, FakeAnalyzer, FakeEvents, FakeInferenceServices, sealed_state
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
@@ -30,7 +30,7 @@ def isvc(uri: str, percent: int | None, *, rolled_out: str = "churn-predictor-00
         predictor["canaryTrafficPercent"] = percent
     annotations = {"rollwise.io/policy": policy}
     if state is not None:
-        annotations[STATE_ANNOTATION] = state.to_json()
+        annotations[STATE_ANNOTATION] = sealed_state(state, "u1")
     return {
         "metadata": {"namespace": "models", "name": "churn", "uid": "u1",
                      "resourceVersion": "10", "annotations": annotations},
@@ -53,7 +53,7 @@ def make(store: PolicyStore, isvcs: FakeInferenceServices, judgement: Judgement 
          now: datetime = T0) -> tuple[Reconciler, FakeEvents, FakeAnalyzer]:
     events, analyzer = FakeEvents(), FakeAnalyzer(judgement)
     reconciler = Reconciler(isvcs=isvcs, policies=store, analyzer=analyzer, events=events,
-                            telemetry=Telemetry(), clock=lambda: now)
+                            telemetry=Telemetry(), sealer=TEST_SEALER, clock=lambda: now)
     return reconciler, events, analyzer
 
 
@@ -120,14 +120,15 @@ def test_an_event_lost_to_a_crash_after_the_commit_is_recorded_after_the_restart
     now = T0 + timedelta(minutes=3)
     crashed = Reconciler(isvcs=isvcs, policies=store, analyzer=FakeAnalyzer(
         Judgement("pass", "fine")), events=_DiesBeforeEvents(), telemetry=Telemetry(),
-        clock=lambda: now)
+        sealer=TEST_SEALER, clock=lambda: now)
     with pytest.raises(_Crash):
         crashed.run_once()
     assert len(isvcs.patches) == 1          # the step advanced and was committed
     events = FakeEvents()
     for _ in range(2):                      # two restarts: the Event is recorded once
         restarted = Reconciler(isvcs=isvcs, policies=store, analyzer=FakeAnalyzer(),
-                               events=events, telemetry=Telemetry(), clock=lambda: now)
+                               events=events, telemetry=Telemetry(), sealer=TEST_SEALER,
+                               clock=lambda: now)
         restarted.run_once()
     assert [e["reason"] for e in events.recorded] == ["StepAdvanced"]
     assert len(isvcs.patches) == 1          # and nothing else was written
@@ -194,7 +195,7 @@ def test_analysis_runs_at_the_policy_interval_not_every_pass(store: PolicyStore)
     clock = [T0]
     events, analyzer = FakeEvents(), FakeAnalyzer(Judgement("continue", "wait"))
     reconciler = Reconciler(isvcs=isvcs, policies=store, analyzer=analyzer, events=events,
-                            telemetry=Telemetry(), clock=lambda: clock[0])
+                            telemetry=Telemetry(), sealer=TEST_SEALER, clock=lambda: clock[0])
     for seconds in (30, 40, 50, 61):
         clock[0] = T0 + timedelta(seconds=seconds)
         reconciler.run_once()
@@ -247,12 +248,13 @@ def test_restore_previous_spec_after_a_confirmed_rollback(tmp_path: Path) -> Non
     obj = isvc("s3://m/v2", 0, created="churn-predictor-00002", state=state)
     obj["spec"]["predictor"]["minReplicas"] = 2  # a field the good spec did not have
     state = state.evolve(spec_hash=predictor_hash(obj["spec"]["predictor"]))
-    obj["metadata"]["annotations"][STATE_ANNOTATION] = state.to_json()
+    obj["metadata"]["annotations"][STATE_ANNOTATION] = sealed_state(state, "u1")
     obj["status"]["components"]["predictor"]["traffic"] = [
         {"revisionName": "churn-predictor-00001", "percent": 100},
         {"revisionName": "churn-predictor-00002", "percent": 0, "latestRevision": True}]
     good = {"model": {"modelFormat": {"name": "sklearn"}, "storageUri": "s3://m/v1"}}
-    obj["metadata"]["annotations"][LAST_GOOD_ANNOTATION] = json.dumps(good)
+    obj["metadata"]["annotations"][LAST_GOOD_ANNOTATION] = TEST_SEALER.seal_text(
+        SEAL_LAST_GOOD, "u1", {"predictor": good})
     isvcs = FakeInferenceServices(obj)
     reconciler, events, _ = make(store, isvcs, now=T0 + timedelta(minutes=5))
     reconciler.run_once()

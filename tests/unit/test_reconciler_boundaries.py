@@ -10,9 +10,9 @@ from typing import Any
 
 from controller.policystore import PolicyStore
 from controller.rollout.machine import Judgement
-from controller.rollout.state import COMMANDS_ANNOTATION, STATE_ANNOTATION, Command
-from controller.traffic.kserve import MAX_PENDING_COMMANDS
-from tests.fakes import FakeInferenceServices
+from controller.rollout.state import COMMANDS_ANNOTATION, STATE_ANNOTATION, Command, RolloutState
+from controller.traffic.kserve import MAX_PENDING_COMMANDS, SEAL_COMMAND
+from tests.fakes import TEST_SEALER, FakeInferenceServices, put_state
 from tests.unit.test_reconciler import T0, isvc, make, progressing_state, store
 
 __all__ = ["store"]  # the fixture, shared with test_reconciler
@@ -23,6 +23,9 @@ def _pair(broken: dict[str, Any]) -> FakeInferenceServices:
     """The broken object, and a healthy rollout ("churn") whose step passes now."""
     broken["metadata"]["name"] = "broken"
     broken["metadata"]["uid"] = "u-broken"
+    text = broken["metadata"]["annotations"].get(STATE_ANNOTATION)
+    if text is not None:  # sealed for the new uid, as the controller would have written it
+        put_state(broken, RolloutState.from_json(text))
     healthy = isvc("s3://m/v2", 10, created="churn-predictor-00002", state=progressing_state())
     return FakeInferenceServices(broken, healthy)
 
@@ -97,8 +100,9 @@ def test_a_write_the_api_server_refuses_is_reported_on_its_object_only(
 def test_thousands_of_pending_commands_are_cut_to_the_newest_with_an_event(
         store: PolicyStore) -> None:
     broken = isvc("s3://m/v2", 10, created="churn-predictor-00002", state=progressing_state())
-    flood = [json.loads(Command(f"c{i}", "pause", "mallory", T0 + timedelta(seconds=i),
-                                rollout="other").to_json()) for i in range(2000)]
+    flood = [TEST_SEALER.seal(SEAL_COMMAND, "u-broken", Command(
+        f"c{i}", "pause", "mallory", T0 + timedelta(seconds=i), rollout="other").to_mapping())
+        for i in range(2000)]
     broken["metadata"]["annotations"][COMMANDS_ANNOTATION] = json.dumps(flood)
     isvcs = _pair(broken)
     reconciler, events, _ = make(store, isvcs, Judgement("pass", "fine"), NOW)
@@ -109,7 +113,7 @@ def test_thousands_of_pending_commands_are_cut_to_the_newest_with_an_event(
     assert writes, "the flooded object is still reconciled"
     first = json.loads(writes[0]["metadata"]["annotations"][COMMANDS_ANNOTATION])
     assert len(first) < MAX_PENDING_COMMANDS and first[-1]["id"] == "c1999"
-    assert "CommandDropped" in _reasons(events, "broken")
+    assert "CommandRefused" in _reasons(events, "broken")
     left = isvcs.objects[("models", "broken")]["metadata"]["annotations"]
     assert COMMANDS_ANNOTATION not in left  # all handled (ignored: another rollout's)
     later, _, _ = make(store, isvcs, Judgement("pass", "fine"), NOW + timedelta(minutes=1))
