@@ -46,3 +46,36 @@ def controller_container(objects: list[Manifest]) -> Manifest:
 def env_of(container: Manifest) -> dict[str, Any]:
     """Environment of a container: literal values as strings, references as their dict."""
     return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env", [])}
+
+
+def container_port(objects: list[Manifest], name_or_number: str | int) -> int:
+    """The controller container's port a probe, Service or policy names (by name or
+    number); fails when the container has no such port."""
+    ports = controller_container(objects)["ports"]
+    if isinstance(name_or_number, int):
+        assert name_or_number in {p["containerPort"] for p in ports}, name_or_number
+        return name_or_number
+    matches = [p["containerPort"] for p in ports if p["name"] == name_or_number]
+    assert len(matches) == 1, f"no container port named {name_or_number!r}"
+    return int(matches[0])
+
+
+def listen_port(address: str) -> int:
+    """The port of a ``host:port`` listen address."""
+    return int(address.rpartition(":")[2])
+
+
+def validate_schema(obj: Manifest, version: str) -> None:
+    """Validate against the built-in API's schemas of that Kubernetes version, strictly
+    (an unknown field is an error, so a misspelt field cannot pass silently)."""
+    try:
+        import kubernetes_validate
+    except ImportError:  # pragma: no cover - a missing dev dependency, not a skip
+        pytest.fail("kubernetes-validate is missing: pip install -c constraints.txt "
+                    "-e '.[dev]'")
+    try:
+        kubernetes_validate.validate(obj, version, strict=True)
+    except kubernetes_validate.ValidationError as err:
+        where = "/".join(str(obj["metadata"].get(k, "")) for k in ("namespace", "name"))
+        pytest.fail(f"{obj['kind']} {where}: {err.message} at "
+                    f"{'.'.join(str(p) for p in err.path)}")
