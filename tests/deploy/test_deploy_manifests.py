@@ -116,9 +116,10 @@ def test_the_controller_runs_as_the_account_the_rbac_binds(objects: list[Manifes
     for binding in (o for o in objects if o["kind"] in {"RoleBinding", "ClusterRoleBinding"}):
         assert {"kind": "ServiceAccount", "name": account["metadata"]["name"],
                 "namespace": account["metadata"]["namespace"]} in binding["subjects"]
-    # The Role for the Lease is namespaced: the Lease must be in the pod's namespace.
-    role = find(objects, "Role")
-    assert role["metadata"]["namespace"] == deployment["metadata"]["namespace"]
+    # The Lease and the seal Secret are in the pod's namespace, where their Roles are.
+    for name in ("rollwise-leader-election", "rollwise-seal"):
+        role = find(objects, "Role", name)
+        assert role["metadata"]["namespace"] == deployment["metadata"]["namespace"]
     lease_ns = env_of(controller_container(objects))["ROLLWISE_LEADER_ELECTION__LEASE_NAMESPACE"]
     assert lease_ns == {"fieldRef": {"fieldPath": "metadata.namespace"}}
 
@@ -299,23 +300,24 @@ def test_the_mounted_policies_load_with_their_reference_histograms(
 # -- wiring between objects ------------------------------------------------------------
 
 
-def test_the_webhook_is_wired_end_to_end(objects: list[Manifest]) -> None:
+WEBHOOK_PATHS = {"canary-guard.rollwise.io": "/mutate", "commands.rollwise.io": "/commands"}
+
+
+def test_the_webhooks_are_wired_end_to_end(objects: list[Manifest]) -> None:
     config = find(objects, "MutatingWebhookConfiguration")
-    (hook,) = config["webhooks"]
-    assert hook["failurePolicy"] == "Ignore" and hook["sideEffects"] == "None"
-    assert hook["rules"] == [{"apiGroups": ["serving.kserve.io"], "apiVersions": ["v1beta1"],
-                              "resources": ["inferenceservices"], "operations": ["UPDATE"],
-                              "scope": "Namespaced"}]
-    assert hook["namespaceSelector"] and hook["objectSelector"]
-    # The Service it calls forwards to the port the controller serves TLS on, at /mutate.
-    ref = hook["clientConfig"]["service"]
-    assert ref["path"] == "/mutate"
-    service = find(objects, "Service", ref["name"])
-    assert service["metadata"]["namespace"] == ref["namespace"]
-    (port,) = [p for p in service["spec"]["ports"] if p["port"] == ref["port"]]
+    hooks = config["webhooks"]
+    assert {h["name"]: h["clientConfig"]["service"]["path"] for h in hooks} == WEBHOOK_PATHS
     env = env_of(controller_container(objects))
-    assert container_port(objects, port["targetPort"]) == listen_port(
-        env["ROLLWISE_WEBHOOK__LISTEN_ADDRESS"]) == 9443
+    refs = [hook["clientConfig"]["service"] for hook in hooks]
+    for ref in refs:
+        # The Service each calls forwards to the port the controller serves TLS on.
+        service = find(objects, "Service", ref["name"])
+        assert service["metadata"]["namespace"] == ref["namespace"]
+        (port,) = [p for p in service["spec"]["ports"] if p["port"] == ref["port"]]
+        assert container_port(objects, port["targetPort"]) == listen_port(
+            env["ROLLWISE_WEBHOOK__LISTEN_ADDRESS"]) == 9443
+    ref = refs[0]
+    assert all((r["name"], r["namespace"]) == (ref["name"], ref["namespace"]) for r in refs)
     # cert-manager injects the CA of the Certificate whose Secret the pod mounts, issued
     # for the name the API server dials.
     cert = find(objects, "Certificate")
