@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -11,8 +12,14 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
-OVERLAYS = ("prod", "dev")
+# The cluster-wide installs (the default) and the namespaced one, which is prod confined
+# to the namespaces it watches.
+CLUSTER_WIDE = ("prod", "dev")
+OVERLAYS = (*CLUSTER_WIDE, "namespaced")
+# What deploy/overlays/namespaced watches, its example.
+WATCHED_EXAMPLE = ("models", "fraud")
 RENDER_TIMEOUT_S = 60
+OPERATIONS = ROOT / "docs" / "operations.md"
 
 Manifest = dict[str, Any]
 
@@ -79,3 +86,16 @@ def validate_schema(obj: Manifest, version: str) -> None:
         where = "/".join(str(obj["metadata"].get(k, "")) for k in ("namespace", "name"))
         pytest.fail(f"{obj['kind']} {where}: {err.message} at "
                     f"{'.'.join(str(p) for p in err.path)}")
+
+
+def documented_ingress() -> Manifest:
+    """The one Ingress in the YAML blocks of the "Slack interactivity" section."""
+    text = OPERATIONS.read_text()
+    section = re.search(r"^### Slack interactivity\n(.*?)^#{2,3} ", text, re.M | re.S)
+    assert section, f"{OPERATIONS}: no 'Slack interactivity' section"
+    documents: list[Any] = []
+    for block in re.findall(r"^```yaml\n(.*?)^```", section[1], re.M | re.S):
+        documents += [d for d in yaml.safe_load_all(block) if d]
+    ingresses = [d for d in documents if d.get("kind") == "Ingress"]
+    assert len(ingresses) == 1, f"{OPERATIONS}: expected one Ingress example"
+    return dict(ingresses[0])

@@ -7,16 +7,14 @@ Pure checks of the rendered overlays and of the documentation; no cluster.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from typing import Any
 
-import yaml
 from deploy_helpers import (
     ROOT,
     Manifest,
     container_port,
     controller_container,
+    documented_ingress,
     env_of,
     find,
     listen_port,
@@ -27,7 +25,6 @@ from pydantic import BaseModel
 from controller.settings import Settings
 from simulations.kube.build import Binaries
 
-OPERATIONS = ROOT / "docs" / "operations.md"
 DAEMON = ROOT / "controller" / "daemon.py"
 
 
@@ -140,19 +137,6 @@ def test_the_network_policy_admits_each_face_from_its_peer_only(
 # -- the Ingress example of docs/operations.md -----------------------------------------
 
 
-def _documented_ingress() -> Manifest:
-    """The one Ingress in the YAML blocks of the "Slack interactivity" section."""
-    text = OPERATIONS.read_text()
-    section = re.search(r"^### Slack interactivity\n(.*?)^#{2,3} ", text, re.M | re.S)
-    assert section, f"{OPERATIONS}: no 'Slack interactivity' section"
-    documents: list[Any] = []
-    for block in re.findall(r"^```yaml\n(.*?)^```", section[1], re.M | re.S):
-        documents += [d for d in yaml.safe_load_all(block) if d]
-    ingresses = [d for d in documents if d.get("kind") == "Ingress"]
-    assert len(ingresses) == 1, f"{OPERATIONS}: expected one Ingress example"
-    return dict(ingresses[0])
-
-
 def _ingress_backends(ingress: Manifest) -> list[Manifest]:
     spec = ingress["spec"]
     backends = [spec["defaultBackend"]] if "defaultBackend" in spec else []
@@ -162,7 +146,7 @@ def _ingress_backends(ingress: Manifest) -> list[Manifest]:
 
 
 def test_the_ingress_example_reaches_only_the_slack_service(objects: list[Manifest]) -> None:
-    ingress = _documented_ingress()
+    ingress = documented_ingress()
     slack = next(f for f in FACES if f.service == "rollwise-slack")
     service = find(objects, "Service", slack.service)
     assert ingress["metadata"]["namespace"] == service["metadata"]["namespace"]
@@ -180,4 +164,4 @@ def test_the_ingress_example_reaches_only_the_slack_service(objects: list[Manife
 
 
 def test_the_ingress_example_is_valid_kubernetes(kube_binaries: Binaries) -> None:
-    validate_schema(_documented_ingress(), kube_binaries.version)
+    validate_schema(documented_ingress(), kube_binaries.version)

@@ -12,8 +12,10 @@ from typing import Any
 
 import pytest
 from deploy_helpers import (
+    CLUSTER_WIDE,
     DEPLOY,
     ROOT,
+    WATCHED_EXAMPLE,
     Manifest,
     container_port,
     controller_container,
@@ -102,10 +104,12 @@ def test_no_secret_values_are_shipped(objects: list[Manifest]) -> None:
 # -- permissions and pod security ------------------------------------------------------
 
 
-def test_rbac_is_exactly_the_reviewed_deploy_rbac(objects: list[Manifest],
-                                                  render: Render) -> None:
+@pytest.mark.parametrize("overlay", CLUSTER_WIDE)
+def test_rbac_is_exactly_the_reviewed_deploy_rbac(render: Render, overlay: str) -> None:
+    # The namespaced install's RBAC: test_deploy_namespaced.py.
     reviewed = sorted(render(DEPLOY / "rbac"), key=_key)
-    installed = sorted((o for o in objects if o["kind"] in RBAC_KINDS), key=_key)
+    installed = sorted((o for o in render(DEPLOY / "overlays" / overlay)
+                        if o["kind"] in RBAC_KINDS), key=_key)
     assert installed == reviewed
 
 
@@ -220,7 +224,9 @@ def test_the_settings_load_as_the_pod_loads_them(
     assert settings.webhook.listen_address == "0.0.0.0:9443"
     assert settings.webhook.cert_file is not None
     assert settings.policy_dir == Path("/etc/rollwise/policies")
-    if overlay == "prod":
+    assert settings.kubernetes.namespaces == (
+        list(WATCHED_EXAMPLE) if overlay == "namespaced" else [])
+    if overlay != "dev":
         assert (settings.mlmd.backend, settings.mlmd.grpc_host, settings.mlmd.grpc_port) == (
             "grpc", "metadata-grpc-service.kubeflow", 8080)
         assert settings.slack.bot_token is not None

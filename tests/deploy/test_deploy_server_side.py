@@ -25,12 +25,19 @@ import kubernetes.client
 import pytest
 import yaml
 from admission_recorder import AdmissionRecorder
-from deploy_helpers import DEPLOY, OVERLAYS, Manifest, find
+from deploy_helpers import (
+    DEPLOY,
+    OVERLAYS,
+    WATCHED_EXAMPLE,
+    Manifest,
+    documented_ingress,
+    find,
+)
 from kubernetes.client.exceptions import ApiException
 
 from controller.kube import current_user
 from simulations.kube.build import Binaries
-from simulations.kube.controlplane import Cluster
+from simulations.kube.controlplane import Cluster, ControlPlane
 
 pytestmark = pytest.mark.e2e
 
@@ -42,6 +49,8 @@ COMMANDS = "rollwise.io/commands"
 # How long the API server may take to start using a new webhook configuration or
 # admission policy (its informers pick them up asynchronously).
 EFFECTIVE_WITHIN_S = 30.0
+RBAC_KINDS = {"Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"}
+UNWATCHED = "another-team"
 
 
 def _kubectl(binaries: Binaries, cluster: Cluster, *args: str,
@@ -52,13 +61,39 @@ def _kubectl(binaries: Binaries, cluster: Cluster, *args: str,
         input=stdin, capture_output=True, text=True, timeout=KUBECTL_TIMEOUT_S, check=False)
 
 
+@pytest.fixture(scope="module")
+def namespaced_cluster(render: Render, kube_binaries: Binaries,
+                       tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A control plane of its own with the namespaced install's RBAC (and nothing
+    cluster-wide for the controller), its watched namespaces and one it does not watch."""
+    objects = render(DEPLOY / "overlays" / "namespaced")
+    namespaces = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+                  for name in (*WATCHED_EXAMPLE, UNWATCHED)]
+    manifest = tmp_path_factory.mktemp("namespaced-install") / "rbac.yaml"
+    manifest.write_text(yaml.safe_dump_all(
+        namespaces + [o for o in objects if o["kind"] in RBAC_KINDS]))
+    with ControlPlane(manifests=[manifest], binaries=kube_binaries) as running:
+        yield running
+
+
+def _cluster_for(request: pytest.FixtureRequest, overlay: str) -> Cluster:
+    """The session's control plane holds deploy/rbac (cluster-wide); the namespaced
+    install gets its own."""
+    fixture = "namespaced_cluster" if overlay == "namespaced" else "cluster"
+    found: Cluster = request.getfixturevalue(fixture)
+    return found
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_the_api_server_accepts_every_built_in_object(
-        render: Render, kube_binaries: Binaries, cluster: Cluster, overlay: str) -> None:
+        render: Render, kube_binaries: Binaries, request: pytest.FixtureRequest,
+        overlay: str) -> None:
     objects = [o for o in render(DEPLOY / "overlays" / overlay)
                if o["apiVersion"] not in CUSTOM_RESOURCES]
-    result = _kubectl(kube_binaries, cluster, "apply", "--dry-run=server", "-f", "-",
-                      stdin=yaml.safe_dump_all(objects))
+    # The Ingress of docs/operations.md too, where the docs put it.
+    result = _kubectl(kube_binaries, _cluster_for(request, overlay), "apply",
+                      "--dry-run=server", "-f", "-",
+                      stdin=yaml.safe_dump_all([*objects, documented_ingress()]))
     assert result.returncode == 0, result.stderr
 
 
@@ -236,15 +271,31 @@ def test_the_commands_webhook_gets_exactly_the_writes_that_bring_a_command(
         assert _calls_per_write(admin_api, namespace, recorder) == CALLS_WHERE_SELECTED
 
 
+def test_the_namespaced_webhooks_are_called_for_watched_namespaces_only(
+        render: Render, kube_binaries: Binaries, namespaced_cluster: Cluster,
+        tmp_path: Path) -> None:
+    objects = render(DEPLOY / "overlays" / "namespaced")
+    watched = WATCHED_EXAMPLE[0]
+    with (namespaced_cluster.admin_api_client() as admin_api,
+          _recording_webhooks(kube_binaries, namespaced_cluster, objects, tmp_path,
+                              watched) as recorder):
+        assert _calls_per_write(admin_api, watched, recorder) == CALLS_WHERE_SELECTED
+        assert _calls_per_write(admin_api, UNWATCHED, recorder) == {
+            write: [] for write in CALLS_WHERE_SELECTED}
+
+
 # -- the controller's identity and the seal Secret ------------------------------------
 
 
-def test_the_controller_learns_its_own_name(cluster: Cluster,
-                                            controller_api: kubernetes.client.ApiClient) -> None:
-    # SelfSubjectReview: granted to every authenticated user by system:basic-user.
-    assert current_user(controller_api) == (
-        f"system:serviceaccount:{cluster.controller_namespace}:"
-        f"{cluster.controller_service_account}")
+@pytest.mark.parametrize("overlay", ["prod", "namespaced"])
+def test_the_controller_learns_its_own_name(request: pytest.FixtureRequest,
+                                            overlay: str) -> None:
+    # SelfSubjectReview: granted to every authenticated user by system:basic-user, not by
+    # anything the install ships.
+    cluster = _cluster_for(request, overlay)
+    with cluster.controller_api_client() as api:
+        assert current_user(api) == (f"system:serviceaccount:{cluster.controller_namespace}:"
+                                     f"{cluster.controller_service_account}")
 
 
 def _status(call: Callable[[], object]) -> int:
@@ -289,3 +340,46 @@ def test_the_controller_may_read_and_create_only_the_seal_secret(
         admin = kubernetes.client.CoreV1Api(admin_api)
         assert _status(lambda: admin.create_namespaced_secret(
             namespace, _secret("not-the-seal"), dry_run="All")) == 200, "others unaffected"
+
+
+# -- the namespaced install ------------------------------------------------------------
+
+
+def test_the_namespaced_controller_writes_in_watched_namespaces_only(
+        namespaced_cluster: Cluster) -> None:
+    with (namespaced_cluster.admin_api_client() as admin_api,
+          namespaced_cluster.controller_api_client() as controller_api):
+        for namespace in (*WATCHED_EXAMPLE, UNWATCHED):
+            kubernetes.client.CustomObjectsApi(admin_api).create_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, _isvc("model"))
+        custom = kubernetes.client.CustomObjectsApi(controller_api)
+        core = kubernetes.client.CoreV1Api(controller_api)
+
+        def patch(namespace: str) -> int:
+            return _status(lambda: custom.patch_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, "model",
+                {"spec": {"predictor": {"canaryTrafficPercent": 10}}}))
+
+        def event(namespace: str) -> int:
+            about = kubernetes.client.V1ObjectReference(
+                api_version=f"{GROUP}/{VERSION}", kind="InferenceService", name="model",
+                namespace=namespace)
+            body = kubernetes.client.CoreV1Event(
+                metadata=kubernetes.client.V1ObjectMeta(generate_name="model."),
+                involved_object=about, reason="Check", message="namespaced install check")
+            return _status(lambda: core.create_namespaced_event(namespace, body,
+                                                                dry_run="All"))
+
+        def listing(namespace: str) -> int:
+            return _status(lambda: custom.list_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL))
+
+        outcome = {ns: (listing(ns), patch(ns), event(ns))
+                   for ns in (*WATCHED_EXAMPLE, UNWATCHED)}
+        assert outcome == {**{ns: (200, 200, 200) for ns in WATCHED_EXAMPLE},
+                           UNWATCHED: (403, 403, 403)}
+        # No grant across namespaces either.
+        assert _status(lambda: custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)) == 403
+        # The controller's own namespace keeps the seal key's Role.
+        assert _status(lambda: core.read_namespaced_secret(
+            "rollwise-seal", namespaced_cluster.controller_namespace)) == 404
