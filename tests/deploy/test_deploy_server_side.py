@@ -186,11 +186,11 @@ def _recording_webhooks(binaries: Binaries, cluster: Cluster, objects: list[Mani
                         workdir: Path, probe_namespace: str) -> Iterator[AdmissionRecorder]:
     """The shipped webhook configuration, registered with every webhook calling a
     recorder; in effect (a probe write in `probe_namespace` reached it) when yielded."""
-    with cluster.admin_api_client() as admin_api, AdmissionRecorder(workdir) as recorder:
+    shipped = find(objects, "MutatingWebhookConfiguration", "rollwise")
+    with (cluster.admin_api_client() as admin_api,
+          AdmissionRecorder(workdir, shipped) as recorder):
         custom = kubernetes.client.CustomObjectsApi(admin_api)
-        config = recorder.webhook_configuration(
-            find(objects, "MutatingWebhookConfiguration", "rollwise"),
-            f"rollwise-check-{_uid()}")
+        config = recorder.configuration(f"rollwise-check-{_uid()}")
         with _installed(binaries, cluster, [config]):
             custom.create_namespaced_custom_object(GROUP, VERSION, probe_namespace, PLURAL,
                                                    _isvc("webhook-probe"))
