@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from controller.rollout.state import COMMANDS_ANNOTATION, Command
 from controller.traffic import Conflict, InferenceServices
-from controller.traffic.kserve import commands_value, read_commands
+from controller.traffic.kserve import MAX_PENDING_COMMANDS, commands_value, read_commands
 
 ATTEMPTS = 5
 
@@ -33,9 +33,10 @@ def submit_command(isvcs: InferenceServices, namespace: str, name: str,
         pending, _bad = read_commands((meta.get("annotations") or {}).get(COMMANDS_ANNOTATION))
         if any(c.id == command.id for c in pending):
             return
+        # The list is bounded (the controller drops the oldest beyond it too).
+        waiting = [*pending, command][-MAX_PENDING_COMMANDS:]
         patch = {"metadata": {"resourceVersion": meta.get("resourceVersion"),
-                              "annotations": {COMMANDS_ANNOTATION:
-                                              commands_value([*pending, command])}}}
+                              "annotations": {COMMANDS_ANNOTATION: commands_value(waiting)}}}
         try:
             isvcs.patch(namespace, name, patch)
             return

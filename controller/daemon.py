@@ -12,8 +12,10 @@ import os
 import signal
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from types import FrameType
@@ -45,6 +47,37 @@ from controller.webhook import review_response
 log = structlog.get_logger(__name__)
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 JOB_ID = "reconcile"
+
+
+@dataclass
+class PassHealth:
+    """Readiness of the leader: not ready after ``failures_allowed`` passes failed in a row
+    (the API server is unreachable, say) or while one pass has been running for longer than
+    ``stuck_after`` seconds, so that a controller that keeps failing is seen as such by
+    Kubernetes and by its alerts, instead of answering 200 forever."""
+
+    stuck_after: float
+    failures_allowed: int = 3
+    failures: int = 0
+    last_error: str = ""
+    running_since: float | None = None
+
+    def started(self, now: float) -> None:
+        self.running_since = now
+
+    def finished(self, error: str | None) -> None:
+        self.running_since = None
+        if error is None:
+            self.failures, self.last_error = 0, ""
+        else:
+            self.failures, self.last_error = self.failures + 1, error
+
+    def problem(self, now: float) -> str | None:
+        if self.failures >= self.failures_allowed:
+            return f"the last {self.failures} reconcile passes failed: {self.last_error}"
+        if self.running_since is not None and now - self.running_since > self.stuck_after:
+            return f"a reconcile pass has been running for {now - self.running_since:.0f}s"
+        return None
 
 
 def _pod_namespace() -> str:
@@ -91,7 +124,7 @@ class Daemon:
             telemetry=self.telemetry, is_leader=self.leader.is_leader,
             clock=lambda: datetime.now().astimezone(), observers=observers, gates=gates)
         self.scheduler = BackgroundScheduler(timezone="UTC")
-        self._last_pass_ok = threading.Event()
+        self.pass_health = PassHealth(stuck_after=max(60.0, 10 * settings.tick_seconds))
         # Three faces, three listeners: health and metrics (kubelet, Prometheus), Slack
         # interactivity (the only one an Ingress reaches), the admission webhook (TLS, the
         # API server). A path rule in an Ingress can then never expose /metrics.
@@ -136,6 +169,9 @@ class Daemon:
     def _readyz(self, _: Request) -> Response:
         if not self.policies.names() and self.policies.problems:
             return Response(503, b"no valid policy loaded\n")
+        problem = self.pass_health.problem(time.monotonic()) if self.leader.is_leader() else None
+        if problem is not None:
+            return Response(503, f"{problem}\n".encode())
         return Response(200, b"ready\n")
 
     def _metrics(self, _: Request) -> Response:
@@ -160,12 +196,15 @@ class Daemon:
     def _pass(self) -> None:
         if not self.leader.is_leader():
             return
+        self.pass_health.started(time.monotonic())
         try:
             self.reconciler.run_once()
-            self._last_pass_ok.set()
         except Exception as err:
-            self.telemetry.api_errors.labels("pass").inc()
+            self.telemetry.pass_failures.inc()
+            self.pass_health.finished(f"{type(err).__name__}: {err}")
             log.error("reconcile pass failed", error=str(err))
+        else:
+            self.pass_health.finished(None)
 
     def _reload_policies(self) -> None:
         reload = self.policies.reload()

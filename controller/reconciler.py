@@ -12,22 +12,25 @@ I/O through the protocols it is given (``InferenceServices``, ``Analyzer``,
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
-from typing import Protocol
+from datetime import datetime, timedelta
+from functools import partial
+from typing import Any, Protocol
 
 import structlog
 
+from controller.errors import RollwiseError
 from controller.events import MAX_EVENT_MESSAGE, EventRecorder
 from controller.policy.model import RolloutPolicy
 from controller.policystore import PolicyStore
-from controller.rollout.machine import Event, GateResult, Judgement, Result, decide
+from controller.rollout.machine import Event, GateResult, Judgement, Result, decide, state_problem
 from controller.rollout.snapshot import RolloutSnapshot
-from controller.rollout.state import EventRecord, Phase, RolloutState
+from controller.rollout.state import STATE_ANNOTATION, EventRecord, Phase, RolloutState
 from controller.telemetry import Telemetry
-from controller.traffic import Conflict, InferenceServices
+from controller.traffic import Conflict, InferenceServices, Rejected
 from controller.traffic.kserve import Managed, NothingToRestore, read_managed, rollout_patch
 
 log = structlog.get_logger(__name__)
@@ -84,36 +87,130 @@ class Reconciler:
     _caught_up: bool = False
     _last_analysis: dict[str, datetime] = field(default_factory=dict)
     _reported: dict[str, str] = field(default_factory=dict)
+    _failing: dict[str, str] = field(default_factory=dict)   # key -> why, while it fails
+    # A pass that has not seen an object for longer than this (the API was unreachable,
+    # the process was stopped) restarts its watch: timeouts never count such gaps.
+    watch_gap: timedelta = timedelta(seconds=30)
+    # key -> (watched without a gap since, last seen)
+    _watched: dict[str, tuple[datetime, datetime]] = field(default_factory=dict)
 
     def run_once(self) -> None:
-        """One pass over every managed InferenceService."""
+        """One pass over every managed InferenceService.
+
+        Only a failure to list the objects fails the pass (the API is unreachable: nothing
+        can be done anywhere). Everything about one object happens inside its own error
+        boundary: a broken object gets a Warning Event and a metric, and the others go on,
+        rollbacks included."""
         started = time.monotonic()
         now = self.clock()
         reload = self.policies.reload()
         if reload.changed:
             self.telemetry.policy_problems.set(len(reload.problems))
-        managed = [m for m in (read_managed(obj) for obj in self.isvcs.list()) if m is not None]
-        judgements = self._judge_due(managed, now)
+        objects = self.isvcs.list()
+        listed = {_key_of(obj) for obj in objects}
+        for key in set(self._failing) - listed:
+            self._failing.pop(key)  # deleted, or no longer watched
+        managed = [m for m in (self._read(obj) for obj in objects) if m is not None]
+        judgements = self._judge_due(self._actionable(managed), now)
         if not self._caught_up:
             # After a (re)start, side effects missed during an outage or a crash are caught
             # up from the committed state of every rollout.
             for item in managed:
                 if item.state is not None:
-                    self._record_events(item, item.state)
-                    self._observe(item, item.state, ())
+                    self._guarded(item, "catch-up", partial(self._catch_up, item))
             self._caught_up = True
         phases: dict[str, int] = {}
         for item in managed:
             if not self.is_leader():
                 log.warning("lost leadership mid-pass; stopping")
                 return
-            state = self._reconcile(item, judgements.get(item.key), now)
+            state = self._guarded(item, "reconcile", partial(
+                self._reconcile, item, judgements.get(item.key), now))
             if state is not None:
                 phases[state.phase] = phases.get(state.phase, 0) + 1
         for phase_gauge in Phase:
             self.telemetry.rollouts.labels(str(phase_gauge)).set(phases.get(phase_gauge, 0))
+        self.telemetry.objects_failing.set(len(self._failing))
         self.telemetry.reconcile_seconds.observe(time.monotonic() - started)
         self.telemetry.last_tick.set(time.time())
+
+    def reset(self) -> None:
+        """Forget what this process knew (leadership was lost and gained again): catch up
+        side effects again, judge afresh, and count timeouts from now."""
+        self._caught_up = False
+        self._last_analysis.clear()
+        self._watched.clear()
+        self._reported.clear()
+
+    def _watch(self, key: str, now: datetime) -> datetime:
+        since, last = self._watched.get(key, (now, now))
+        if now - last > self.watch_gap:
+            since = now
+        self._watched[key] = (since, now)
+        return since
+
+    # -- the error boundary of one object --------------------------------------------------
+
+    def _read(self, obj: Mapping[str, Any]) -> Managed | None:
+        try:
+            managed = read_managed(obj)
+        except Exception as err:  # a malformed object must not stop the others
+            meta = _meta(obj)
+            self._object_failed(_key_of(obj), str(meta.get("namespace", "")),
+                                str(meta.get("name", "")), str(meta.get("uid", "")), "read", err)
+            return None
+        if managed is None:
+            self._failing.pop(_key_of(obj), None)
+        return managed
+
+    def _guarded(self, item: Managed, stage: str,
+                 work: Callable[[], RolloutState | None]) -> RolloutState | None:
+        try:
+            state = work()
+        except Exception as err:
+            self._object_failed(item.key, item.namespace, item.name, item.uid, stage, err)
+            return item.state if stage == "reconcile" else None
+        if stage == "reconcile":
+            self._failing.pop(item.key, None)
+        return state
+
+    def _object_failed(self, key: str, namespace: str, name: str, uid: str, stage: str,
+                       err: Exception) -> None:
+        """Report once per distinct failure: a log line with the traceback for a bug, a
+        Warning Event on the object, the metrics."""
+        why = f"{type(err).__name__}: {err}"[:MAX_EVENT_MESSAGE - 100]
+        self.telemetry.object_errors.labels(stage).inc()
+        if self._failing.get(key) == why:
+            return
+        self._failing[key] = why
+        expected = isinstance(err, RollwiseError)
+        (log.error if expected else log.exception)(
+            "object not reconciled", namespace=namespace, name=name, stage=stage, error=why)
+        if namespace and name:
+            self.events.record(namespace, name, uid,
+                               key=f"failed:{uid}:{hashlib.sha256(why.encode()).hexdigest()}",
+                               reason="ReconcileFailed", warning=True, at=self.clock(),
+                               message=f"not reconciled ({stage}): {why}; other rollouts "
+                                       "are not affected")
+
+    def _actionable(self, managed: Sequence[Managed]) -> list[Managed]:
+        """The objects whose state can be acted on under their policy (the rest are reported
+        by ``_reconcile``); judging needs a state that fits its policy."""
+        usable = []
+        for item in managed:
+            policy = self.policies.get(item.policy)
+            if policy is None or item.state_error is not None:
+                continue
+            if item.state is not None and state_problem(item.state, policy.spec) is not None:
+                continue
+            usable.append(item)
+        return usable
+
+    def _catch_up(self, item: Managed) -> RolloutState | None:
+        assert item.state is not None
+        self._record_events(item, item.state)
+        self._observe(item, item.state, ())
+        return item.state
 
     # -- analysis -----------------------------------------------------------------------
 
@@ -179,9 +276,14 @@ class Reconciler:
             self._report_once(item, f"policy-missing:{item.policy}:{why}", "PolicyNotFound",
                               f"policy {item.policy!r} is not loaded: {why}")
             return item.state
-        if item.state_error is not None:
-            self._report_once(item, f"state:{item.resource_version}", "StateUnreadable",
-                              f"{item.state_error}; not acting until it is fixed or removed")
+        problem = item.state_error or (
+            None if item.state is None else state_problem(item.state, policy.spec))
+        if problem is not None:
+            self._report_once(item, f"state:{problem}", "StateUnreadable",
+                              f"{problem}; not acting until it is fixed, or removed with "
+                              f"`kubectl annotate inferenceservice {item.name} -n "
+                              f"{item.namespace} {STATE_ANNOTATION}-` (Rollwise then adopts "
+                              "what serves)")
             return None
         problems = self.policies.problems_for(item.policy)
         if problems:
@@ -197,7 +299,8 @@ class Reconciler:
                 and item.state.phase == Phase.PENDING
                 and item.observation.spec_hash == item.state.spec_hash):
             gate = self.gates.evaluate(item, policy)
-        result = decide(item.state, item.policy, policy.spec, item.observation, now,
+        observation = replace(item.observation, watched_since=self._watch(item.key, now))
+        result = decide(item.state, item.policy, policy.spec, observation, now,
                         judgement=judgement, commands=item.commands, gate=gate)
         if not self._changed(item, result, item.bad_commands):
             return result.state
@@ -206,6 +309,9 @@ class Reconciler:
         assert result.state is not None
         for why in item.bad_commands:
             bound.warning("unreadable command dropped", error=why)
+            self.events.record(item.namespace, item.name, item.uid,
+                               key=f"dropped:{item.uid}:{why}", reason="CommandDropped",
+                               message=why[:MAX_EVENT_MESSAGE], warning=True, at=now)
         promoted = (result.state.phase == Phase.SUCCEEDED and
                     (item.state is None or item.state.phase != Phase.SUCCEEDED))
         try:
@@ -227,6 +333,10 @@ class Reconciler:
             self.telemetry.conflicts.inc()
             bound.info("object changed since read; retrying next pass")
             return item.state
+        except Rejected as err:
+            # Our own write is invalid for the API server (e.g. the object's annotations are
+            # over 256 KiB with ours added): report it on the object; retrying cannot help.
+            raise Rejected(f"{err}; the rollout state could not be written") from err
         self._after_commit(item, result, bound)
         return result.state
 
@@ -266,6 +376,16 @@ class Reconciler:
             except Exception as err:  # a side effect never blocks a decision
                 log.error("side effect failed", observer=repr(observer), error=str(err),
                           namespace=item.namespace, name=item.name)
+
+
+def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    meta = obj.get("metadata") if isinstance(obj, Mapping) else None
+    return meta if isinstance(meta, Mapping) else {}
+
+
+def _key_of(obj: Mapping[str, Any]) -> str:
+    meta = _meta(obj)
+    return f"{meta.get('namespace', '?')}/{meta.get('name', '?')}"
 
 
 def with_event_records(result: Result) -> Result:

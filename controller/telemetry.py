@@ -51,6 +51,15 @@ class Telemetry:
                                      registry=r)
         self.leader = Gauge("rollwise_leader", "1 while this replica holds the leader lease.",
                             registry=r)
+        self.object_errors = Counter("rollwise_object_errors_total",
+                                     "Objects that could not be reconciled in a pass, by stage "
+                                     "(read, catch-up, reconcile); the others went on.",
+                                     ["stage"], registry=r)
+        self.objects_failing = Gauge("rollwise_objects_failing",
+                                     "Managed objects whose last reconcile failed.", registry=r)
+        self.pass_failures = Counter("rollwise_reconcile_pass_failures_total",
+                                     "Reconcile passes that failed as a whole (the objects "
+                                     "could not be listed).", registry=r)
         self.last_tick = Gauge("rollwise_last_reconcile_timestamp_seconds",
                                "When the last reconcile pass finished.", registry=r)
         # Pre-initialised label values, so that alerts on increase() see the first event.
@@ -62,3 +71,5 @@ class Telemetry:
             self.query_errors.labels(quality)
         for outcome in ("pass", "fail", "continue", "missing"):
             self.decisions.labels(outcome)
+        for stage in ("read", "catch-up", "reconcile"):
+            self.object_errors.labels(stage)

@@ -9,7 +9,7 @@ from typing import Any
 
 from controller.reconciler import AnalysisRequest
 from controller.rollout.machine import Judgement
-from controller.traffic import Conflict
+from controller.traffic import Conflict, Rejected
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
@@ -32,6 +32,7 @@ class FakeInferenceServices:
         self.objects = {(o["metadata"]["namespace"], o["metadata"]["name"]): o for o in objects}
         self.patches: list[tuple[str, str, Mapping[str, Any]]] = []
         self.conflict_next = False
+        self.rejected: dict[tuple[str, str], str] = {}   # (ns, name) -> the API's message
 
     def list(self) -> list[Mapping[str, Any]]:
         return [copy.deepcopy(o) for o in self.objects.values()]
@@ -42,6 +43,8 @@ class FakeInferenceServices:
 
     def patch(self, namespace: str, name: str, patch: Mapping[str, Any]) -> Mapping[str, Any]:
         current = self.objects[(namespace, name)]
+        if (namespace, name) in self.rejected:
+            raise Rejected(f"{namespace}/{name}: {self.rejected[(namespace, name)]}")
         wanted = (patch.get("metadata") or {}).get("resourceVersion")
         if self.conflict_next or (wanted and wanted != current["metadata"]["resourceVersion"]):
             self.conflict_next = False

@@ -134,6 +134,35 @@ def decide(
     return ctx.advance(judgement, gate)
 
 
+def state_problem(state: RolloutState, policy: PolicySpec) -> str | None:
+    """Why ``state`` cannot be acted on under ``policy``, or None when it can.
+
+    A stored state that points outside the policy (a step beyond its steps, after a policy
+    edit removed some, or a hand-written annotation) or that breaks the machine's own
+    invariants would crash the tick or, worse, be silently accepted. The reconciler reports
+    it as StateUnreadable instead and leaves the object alone."""
+    steps = len(policy.steps)
+    if not 0 <= state.step < steps:
+        return (f"step {state.step} is outside policy {state.policy!r}'s steps 0-{steps - 1} "
+                "(did the policy lose steps mid-rollout?)")
+    if state.expected_percent is not None and not 0 <= state.expected_percent <= 100:
+        return f"expected_percent {state.expected_percent} is not a percentage"
+    if len(state.closed_steps) > state.step + 1:
+        return (f"{len(state.closed_steps)} closed steps recorded at step {state.step}: more "
+                "than the steps taken")
+    for approval in state.approvals:
+        if not 0 <= approval.step < steps:
+            return f"an approval of step {approval.step} is outside the policy's steps"
+    if state.ending is not None and not state.ending.terminal:
+        return f"ending {state.ending} is not a terminal phase"
+    moments = [state.started_at, state.phase_since, state.step_started_at, state.missing_since]
+    if state.pause is not None:
+        moments += [state.pause.since, state.pause.until, state.pause.reminded_at]
+    if any(m is not None and m.utcoffset() is None for m in moments):
+        return "a timestamp has no time zone"
+    return None
+
+
 def _new_model(previous: RolloutState | None, policy_name: str, policy: PolicySpec,
                obs: Observation, now: datetime) -> Result:
     """A predictor spec Rollwise has not rolled out yet (or the first sight of this object)."""
@@ -394,11 +423,11 @@ class _Tick:
                 return Result(blocked, None if obs.canary_percent == 0 else SetCanary(0),
                               (Event("blocked", "Blocked", f"pre-rollout gate: {gate.reason}",
                                      warning=True),))
-        if self.now - state.started_at > self.policy.ready_timeout:
-            return self._roll_back(f"no new revision appeared within "
-                                   f"{self.policy.ready_timeout}")
         created = obs.latest_created
         if created is None or created == state.known_revision:
+            if self._timed_out():
+                return self._roll_back(f"no new revision appeared within "
+                                       f"{_fmt(self.policy.ready_timeout)}")
             return Result(state)
         first = self._weight(0)
         reason = f"revision {created} created; waiting for it to be ready"
@@ -415,10 +444,20 @@ class _Tick:
             moved = self._to(Phase.PROGRESSING, "progress", reason, step=0,
                              step_started_at=self.now)
             return Result(moved, None, (Event("stepAdvanced", "Progressing", reason),))
-        if self.now - state.started_at > self.policy.ready_timeout:
+        if self._timed_out():
             return self._roll_back(f"revision {state.revision} not ready within "
                                    f"{_fmt(self.policy.ready_timeout)}")
         return Result(state)
+
+    def _timed_out(self) -> bool:
+        """readyTimeout, counted only over time this controller was watching: what the
+        cluster shows decides (a revision that appeared or became ready moves on however
+        late), and a controller that was down (crash, failover, API outage) never blames
+        the revision for its own absence."""
+        since = self.state.started_at
+        if self.obs.watched_since is not None:
+            since = max(since, self.obs.watched_since)
+        return self.now - since > self.policy.ready_timeout
 
     def _analysing(self, judgement: Judgement | None) -> Result:
         state, now, policy = self.state, self.now, self.policy

@@ -263,6 +263,9 @@ class Observation:
     previous_rolled_out: str | None = None
     revision_failure: str | None = None    # why the latest revision cannot become ready
     traffic: tuple[TrafficTarget, ...] = ()
+    # Since when this controller process has been watching the object without a gap (None:
+    # unknown). Timeouts count only watched time, never the controller's own absence.
+    watched_since: datetime | None = None
 
     def percent_to(self, revision: str | None) -> int:
         return sum(t.percent for t in self.traffic if t.revision == revision)
@@ -297,8 +300,17 @@ class Command:
         action = raw["action"]
         if action not in COMMAND_ACTIONS:
             raise ValueError(f"unknown command action {action!r}")
+        for key, limit in COMMAND_FIELD_LIMITS.items():
+            if len(str(raw.get(key) or "")) > limit:
+                raise ValueError(f"{key} longer than {limit} characters")
         step = raw.get("step")
-        return cls(id=str(raw["id"]), action=action, by=str(raw["by"]),
-                   at=_required_time(raw["at"]), via=str(raw.get("via", "cli")),
-                   rollout=raw.get("rollout"), step=None if step is None else int(step),
-                   reason=str(raw.get("reason", "")))
+        at = _required_time(raw["at"])
+        if at.utcoffset() is None:
+            raise ValueError("at has no time zone")
+        return cls(id=str(raw["id"]), action=action, by=str(raw["by"]), at=at,
+                   via=str(raw.get("via", "cli")), rollout=raw.get("rollout"),
+                   step=None if step is None else int(step), reason=str(raw.get("reason", "")))
+
+
+# Bounds on what one command may carry: enough for any real id, user name and reason.
+COMMAND_FIELD_LIMITS = {"id": 64, "by": 256, "via": 16, "rollout": 128, "reason": 1024}

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from controller.errors import Conflict, Rejected
 
-class Conflict(Exception):
-    """The object changed since it was read (HTTP 409): re-read next tick, do nothing now."""
+__all__ = ["Conflict", "InferenceServices", "Rejected"]
 
 
 class InferenceServices(Protocol):
@@ -26,4 +26,5 @@ class InferenceServices(Protocol):
         """One InferenceService, or None when it is gone."""
 
     def patch(self, namespace: str, name: str, patch: Mapping[str, Any]) -> Mapping[str, Any]:
-        """Apply a JSON merge patch; raise Conflict on a stale resourceVersion."""
+        """Apply a JSON merge patch; raise Conflict on a stale resourceVersion, Rejected when
+        the API server refuses the write as invalid (e.g. annotations over 256 KiB)."""

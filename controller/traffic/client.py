@@ -3,6 +3,7 @@ wakes the reconciler. Thin: no decisions here. I/O."""
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -11,7 +12,7 @@ import structlog
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
-from controller.traffic import Conflict
+from controller.traffic import Conflict, Rejected
 from controller.traffic.kserve import GROUP, PLURAL, VERSION
 
 log = structlog.get_logger(__name__)
@@ -71,6 +72,9 @@ class KubeInferenceServices:
         except ApiException as err:
             if err.status == 409:
                 raise Conflict(f"{namespace}/{name} changed since it was read") from err
+            if err.status in (400, 413, 422):
+                raise Rejected(f"{namespace}/{name}: the API server refused the write "
+                               f"(HTTP {err.status}): {_api_message(err)}") from err
             raise
 
     def watch_forever(self, wake: Callable[[], None], stop: threading.Event) -> None:
@@ -103,3 +107,12 @@ class KubeInferenceServices:
                 stop.wait(2.0)
             finally:
                 watcher.stop()
+
+
+def _api_message(err: ApiException) -> str:
+    """The Status message of an API error, or its body, short."""
+    try:
+        message = str(json.loads(err.body or "{}").get("message") or "")
+    except ValueError:
+        message = ""
+    return (message or str(err.body or err.reason or ""))[:500]

@@ -193,8 +193,16 @@ def restore_predictor(managed: Managed) -> dict[str, Any]:
     return patch
 
 
+# At most this many commands wait on one object. A person issues a handful; a list that
+# grew past this (a script in a loop, or an attack) is cut to its newest entries, so the
+# controller's own write, which rewrites the list, stays far below the API's 256 KiB limit
+# on all annotations together.
+MAX_PENDING_COMMANDS = 20
+
+
 def read_commands(text: str | None) -> tuple[list[Command], list[str]]:
-    """The pending commands (a JSON list under one fixed key) and why any were unreadable."""
+    """The pending commands (a JSON list under one fixed key) and why any were unreadable
+    or dropped (beyond ``MAX_PENDING_COMMANDS``, the oldest go)."""
     if not text:
         return [], []
     try:
@@ -204,7 +212,11 @@ def read_commands(text: str | None) -> tuple[list[Command], list[str]]:
     if not isinstance(raw, list):
         return [], [f"{COMMANDS_ANNOTATION} must be a JSON list"]
     commands, bad = [], []
-    for i, entry in enumerate(raw):
+    dropped = max(0, len(raw) - MAX_PENDING_COMMANDS)
+    if dropped:
+        bad.append(f"{COMMANDS_ANNOTATION}: {len(raw)} commands pending, more than "
+                   f"{MAX_PENDING_COMMANDS}; the oldest {dropped} dropped")
+    for i, entry in enumerate(raw[dropped:], start=dropped):
         try:
             commands.append(Command.from_json(json.dumps(entry)))
         except (ValueError, KeyError, TypeError) as err:

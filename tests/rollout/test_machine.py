@@ -146,6 +146,35 @@ def test_revision_never_ready_is_rolled_back_after_the_ready_timeout() -> None:
     assert "not ready within 5m" in late.events[0].message
 
 
+def test_a_revision_that_appeared_while_the_controller_was_away_is_not_rolled_back() -> None:
+    """Issue 14, defect 4: readyTimeout was checked before looking for the revision, so a
+    controller down longer than readyTimeout rolled back a revision that exists and serves."""
+    start = decide(adopted(), "p", POLICY, stable(10, "h2", "m-1"), T0).state
+    back = T0 + timedelta(minutes=20)              # the controller returns after 20 minutes
+    seen = replace(stable(10, "h2", "m-2", "m-2"), watched_since=back)
+    created = decide(start, "p", POLICY, seen, back)
+    assert created.state is not None and created.state.phase == Phase.WAITING_READY
+    assert created.traffic is None
+    ready = decide(created.state, "p", POLICY, seen, back + timedelta(seconds=1))
+    assert ready.state is not None and ready.state.phase == Phase.PROGRESSING
+
+
+def test_ready_timeout_counts_only_the_time_the_controller_watched() -> None:
+    start = decide(adopted(), "p", POLICY, stable(10, "h2", "m-1"), T0).state
+    created = decide(start, "p", POLICY, stable(10, "h2", "m-2", "m-1"), T0).state
+    back = T0 + timedelta(minutes=30)              # a failover after a long outage
+    not_ready = replace(stable(10, "h2", "m-2", "m-1"), watched_since=back)
+    assert decide(created, "p", POLICY, not_ready, back).state == created
+    assert decide(created, "p", POLICY, not_ready, back + timedelta(minutes=4)).state == created
+    late = decide(created, "p", POLICY, not_ready, back + timedelta(minutes=6))
+    assert isinstance(late.traffic, RollBack) and "not ready within 5m" in late.events[0].message
+    # No revision at all: the same rule.
+    nothing = replace(stable(10, "h2", "m-1"), watched_since=back)
+    assert decide(start, "p", POLICY, nothing, back + timedelta(minutes=4)).state == start
+    gone = decide(start, "p", POLICY, nothing, back + timedelta(minutes=6))
+    assert isinstance(gone.traffic, RollBack) and "no new revision" in gone.events[0].message
+
+
 def test_revision_failure_rolls_back_at_once() -> None:
     created = decide(decide(adopted(), "p", POLICY, stable(10, "h2"), T0).state, "p", POLICY,
                      stable(10, "h2", "m-2", "m-1"), T0).state
