@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -11,8 +12,14 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
-OVERLAYS = ("prod", "dev")
+# The cluster-wide installs (the default) and the namespaced one, which is prod confined
+# to the namespaces it watches.
+CLUSTER_WIDE = ("prod", "dev")
+OVERLAYS = (*CLUSTER_WIDE, "namespaced")
+# What deploy/overlays/namespaced watches, its example.
+WATCHED_EXAMPLE = ("models", "fraud")
 RENDER_TIMEOUT_S = 60
+OPERATIONS = ROOT / "docs" / "operations.md"
 
 Manifest = dict[str, Any]
 
@@ -46,3 +53,49 @@ def controller_container(objects: list[Manifest]) -> Manifest:
 def env_of(container: Manifest) -> dict[str, Any]:
     """Environment of a container: literal values as strings, references as their dict."""
     return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env", [])}
+
+
+def container_port(objects: list[Manifest], name_or_number: str | int) -> int:
+    """The controller container's port a probe, Service or policy names (by name or
+    number); fails when the container has no such port."""
+    ports = controller_container(objects)["ports"]
+    if isinstance(name_or_number, int):
+        assert name_or_number in {p["containerPort"] for p in ports}, name_or_number
+        return name_or_number
+    matches = [p["containerPort"] for p in ports if p["name"] == name_or_number]
+    assert len(matches) == 1, f"no container port named {name_or_number!r}"
+    return int(matches[0])
+
+
+def listen_port(address: str) -> int:
+    """The port of a ``host:port`` listen address."""
+    return int(address.rpartition(":")[2])
+
+
+def validate_schema(obj: Manifest, version: str) -> None:
+    """Validate against the built-in API's schemas of that Kubernetes version, strictly
+    (an unknown field is an error, so a misspelt field cannot pass silently)."""
+    try:
+        import kubernetes_validate
+    except ImportError:  # pragma: no cover - a missing dev dependency, not a skip
+        pytest.fail("kubernetes-validate is missing: pip install -c constraints.txt "
+                    "-e '.[dev]'")
+    try:
+        kubernetes_validate.validate(obj, version, strict=True)
+    except kubernetes_validate.ValidationError as err:
+        where = "/".join(str(obj["metadata"].get(k, "")) for k in ("namespace", "name"))
+        pytest.fail(f"{obj['kind']} {where}: {err.message} at "
+                    f"{'.'.join(str(p) for p in err.path)}")
+
+
+def documented_ingress() -> Manifest:
+    """The one Ingress in the YAML blocks of the "Slack interactivity" section."""
+    text = OPERATIONS.read_text()
+    section = re.search(r"^### Slack interactivity\n(.*?)^#{2,3} ", text, re.M | re.S)
+    assert section, f"{OPERATIONS}: no 'Slack interactivity' section"
+    documents: list[Any] = []
+    for block in re.findall(r"^```yaml\n(.*?)^```", section[1], re.M | re.S):
+        documents += [d for d in yaml.safe_load_all(block) if d]
+    ingresses = [d for d in documents if d.get("kind") == "Ingress"]
+    assert len(ingresses) == 1, f"{OPERATIONS}: expected one Ingress example"
+    return dict(ingresses[0])

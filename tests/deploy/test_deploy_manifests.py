@@ -11,7 +11,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from deploy_helpers import DEPLOY, ROOT, Manifest, controller_container, env_of, find
+from deploy_helpers import (
+    CLUSTER_WIDE,
+    DEPLOY,
+    ROOT,
+    WATCHED_EXAMPLE,
+    Manifest,
+    container_port,
+    controller_container,
+    env_of,
+    find,
+    listen_port,
+    validate_schema,
+)
 
 from controller.policystore import PolicyStore
 from controller.settings import load_settings, unknown_variables
@@ -72,21 +84,11 @@ def test_mlmd_mysql_component_renders_on_top_of_prod(render: Render, tmp_path: P
 
 def test_every_object_validates_against_the_kubernetes_schemas(
         objects: list[Manifest], kube_binaries: Binaries) -> None:
-    try:
-        import kubernetes_validate
-    except ImportError:  # pragma: no cover - a missing dev dependency, not a skip
-        pytest.fail("kubernetes-validate is missing: pip install -c constraints.txt "
-                    "-e '.[dev]'")
     checked = []
     for obj in objects:
         if (obj["apiVersion"], obj["kind"]) in CRD_KINDS:
             continue
-        try:
-            # strict: unknown fields are errors, so a misspelt field cannot pass silently.
-            kubernetes_validate.validate(obj, kube_binaries.version, strict=True)
-        except kubernetes_validate.ValidationError as err:
-            pytest.fail(f"{'/'.join(_key(obj))}: {err.message} at "
-                        f"{'.'.join(str(p) for p in err.path)}")
+        validate_schema(obj, kube_binaries.version)
         checked.append(obj["kind"])
     assert "Deployment" in checked and "MutatingWebhookConfiguration" in checked
 
@@ -102,10 +104,12 @@ def test_no_secret_values_are_shipped(objects: list[Manifest]) -> None:
 # -- permissions and pod security ------------------------------------------------------
 
 
-def test_rbac_is_exactly_the_reviewed_deploy_rbac(objects: list[Manifest],
-                                                  render: Render) -> None:
+@pytest.mark.parametrize("overlay", CLUSTER_WIDE)
+def test_rbac_is_exactly_the_reviewed_deploy_rbac(render: Render, overlay: str) -> None:
+    # The namespaced install's RBAC: test_deploy_namespaced.py.
     reviewed = sorted(render(DEPLOY / "rbac"), key=_key)
-    installed = sorted((o for o in objects if o["kind"] in RBAC_KINDS), key=_key)
+    installed = sorted((o for o in render(DEPLOY / "overlays" / overlay)
+                        if o["kind"] in RBAC_KINDS), key=_key)
     assert installed == reviewed
 
 
@@ -116,10 +120,9 @@ def test_the_controller_runs_as_the_account_the_rbac_binds(objects: list[Manifes
     for binding in (o for o in objects if o["kind"] in {"RoleBinding", "ClusterRoleBinding"}):
         assert {"kind": "ServiceAccount", "name": account["metadata"]["name"],
                 "namespace": account["metadata"]["namespace"]} in binding["subjects"]
-    # The Roles (the Lease, the seal key's Secret) are namespaced: both live in the pod's
-    # namespace.
-    for role in (find(objects, "Role", "rollwise-leader-election"),
-                 find(objects, "Role", "rollwise-seal")):
+    # The Lease and the seal Secret are in the pod's namespace, where their Roles are.
+    for name in ("rollwise-leader-election", "rollwise-seal"):
+        role = find(objects, "Role", name)
         assert role["metadata"]["namespace"] == deployment["metadata"]["namespace"]
     lease_ns = env_of(controller_container(objects))["ROLLWISE_LEADER_ELECTION__LEASE_NAMESPACE"]
     assert lease_ns == {"fieldRef": {"fieldPath": "metadata.namespace"}}
@@ -217,10 +220,13 @@ def test_the_settings_load_as_the_pod_loads_them(
     assert settings.leader_election.enabled is True
     assert settings.leader_election.lease_namespace == "rollwise-system"
     assert settings.listen_address == "0.0.0.0:8080"
+    assert settings.slack.listen_address == "0.0.0.0:8081"
     assert settings.webhook.listen_address == "0.0.0.0:9443"
     assert settings.webhook.cert_file is not None
     assert settings.policy_dir == Path("/etc/rollwise/policies")
-    if overlay == "prod":
+    assert settings.kubernetes.namespaces == (
+        list(WATCHED_EXAMPLE) if overlay == "namespaced" else [])
+    if overlay != "dev":
         assert (settings.mlmd.backend, settings.mlmd.grpc_host, settings.mlmd.grpc_port) == (
             "grpc", "metadata-grpc-service.kubeflow", 8080)
         assert settings.slack.bot_token is not None
@@ -300,40 +306,24 @@ def test_the_mounted_policies_load_with_their_reference_histograms(
 # -- wiring between objects ------------------------------------------------------------
 
 
-def _container_port(objects: list[Manifest], name_or_number: str | int) -> int:
-    ports = controller_container(objects)["ports"]
-    if isinstance(name_or_number, int):
-        assert name_or_number in {p["containerPort"] for p in ports}
-        return name_or_number
-    (port,) = [p["containerPort"] for p in ports if p["name"] == name_or_number]
-    return int(port)
+WEBHOOK_PATHS = {"canary-guard.rollwise.io": "/mutate", "commands.rollwise.io": "/commands"}
 
 
-def _listen_port(address: str) -> int:
-    return int(address.rpartition(":")[2])
-
-
-def test_the_webhook_is_wired_end_to_end(objects: list[Manifest]) -> None:
+def test_the_webhooks_are_wired_end_to_end(objects: list[Manifest]) -> None:
     config = find(objects, "MutatingWebhookConfiguration")
-    hook, commands = config["webhooks"]
-    assert hook["failurePolicy"] == "Ignore" and hook["sideEffects"] == "None"
-    assert hook["rules"] == [{"apiGroups": ["serving.kserve.io"], "apiVersions": ["v1beta1"],
-                              "resources": ["inferenceservices"], "operations": ["UPDATE"],
-                              "scope": "Namespaced"}]
-    assert hook["namespaceSelector"] and hook["objectSelector"]
-    # The commands webhook: the same service at /commands, and no command unauthenticated.
-    assert commands["clientConfig"]["service"] == dict(hook["clientConfig"]["service"],
-                                                       path="/commands")
-    assert commands["failurePolicy"] == "Fail" and commands["matchConditions"]
-    # The Service it calls forwards to the port the controller serves TLS on, at /mutate.
-    ref = hook["clientConfig"]["service"]
-    assert ref["path"] == "/mutate"
-    service = find(objects, "Service", ref["name"])
-    assert service["metadata"]["namespace"] == ref["namespace"]
-    (port,) = [p for p in service["spec"]["ports"] if p["port"] == ref["port"]]
+    hooks = config["webhooks"]
+    assert {h["name"]: h["clientConfig"]["service"]["path"] for h in hooks} == WEBHOOK_PATHS
     env = env_of(controller_container(objects))
-    assert _container_port(objects, port["targetPort"]) == _listen_port(
-        env["ROLLWISE_WEBHOOK__LISTEN_ADDRESS"]) == 9443
+    refs = [hook["clientConfig"]["service"] for hook in hooks]
+    for ref in refs:
+        # The Service each calls forwards to the port the controller serves TLS on.
+        service = find(objects, "Service", ref["name"])
+        assert service["metadata"]["namespace"] == ref["namespace"]
+        (port,) = [p for p in service["spec"]["ports"] if p["port"] == ref["port"]]
+        assert container_port(objects, port["targetPort"]) == listen_port(
+            env["ROLLWISE_WEBHOOK__LISTEN_ADDRESS"]) == 9443
+    ref = refs[0]
+    assert all((r["name"], r["namespace"]) == (ref["name"], ref["namespace"]) for r in refs)
     # cert-manager injects the CA of the Certificate whose Secret the pod mounts, issued
     # for the name the API server dials.
     cert = find(objects, "Certificate")
@@ -352,11 +342,11 @@ def test_the_webhook_is_wired_end_to_end(objects: list[Manifest]) -> None:
 
 def test_probes_metrics_and_services_use_the_listen_port(objects: list[Manifest]) -> None:
     container = controller_container(objects)
-    listen = _listen_port(env_of(container)["ROLLWISE_LISTEN_ADDRESS"])
+    listen = listen_port(env_of(container)["ROLLWISE_LISTEN_ADDRESS"])
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
-        assert _container_port(objects, container[probe]["httpGet"]["port"]) == listen
+        assert container_port(objects, container[probe]["httpGet"]["port"]) == listen
     # The routes exist in the daemon (it registers them by literal path).
     daemon = (ROOT / "controller" / "daemon.py").read_text()
     for route in ("/healthz", "/readyz", "/metrics"):
@@ -371,7 +361,7 @@ def test_probes_metrics_and_services_use_the_listen_port(objects: list[Manifest]
         "the alerts select job=rollwise-controller, the name of the scraped Service")
     (endpoint,) = monitor["spec"]["endpoints"]
     (port,) = [p for p in scraped[0]["spec"]["ports"] if p["name"] == endpoint["port"]]
-    assert _container_port(objects, port["targetPort"]) == listen
+    assert container_port(objects, port["targetPort"]) == listen
     for service in (o for o in objects if o["kind"] == "Service"):
         assert service["spec"]["selector"].items() <= pod_labels.items()
 
@@ -400,19 +390,7 @@ def _allows_egress(policy: Manifest, namespace: str, port: int) -> bool:
     return False
 
 
-def _allows_ingress(policy: Manifest, port: int, namespace: str | None = None) -> bool:
-    for rule in policy["spec"]["ingress"]:
-        if port not in {p["port"] for p in rule.get("ports", [])}:
-            continue
-        peers = rule.get("from")
-        if not peers or any(
-                p.get("namespaceSelector", {}).get("matchLabels", {}).get(
-                    "kubernetes.io/metadata.name") == namespace for p in peers):
-            return True
-    return False
-
-
-def test_the_network_policy_allows_exactly_the_conversations_configured(
+def test_the_network_policy_lets_the_pod_reach_what_it_is_configured_to(
         objects: list[Manifest]) -> None:
     policy = find(objects, "NetworkPolicy")
     assert set(policy["spec"]["policyTypes"]) == {"Ingress", "Egress"}
@@ -427,8 +405,4 @@ def test_the_network_policy_allows_exactly_the_conversations_configured(
         assert _allows_egress(policy, namespace, int(env["ROLLWISE_MLMD__GRPC_PORT"]))
     assert _allows_egress(policy, "kube-system", 53)       # DNS
     assert _allows_egress(policy, "anywhere", 443)          # API server, Slack
-    # In: the webhook from the API server (anywhere), /metrics from the monitoring
-    # namespace; the plain-HTTP port is not open to everyone.
-    assert _allows_ingress(policy, 9443)
-    assert _allows_ingress(policy, 8080, "monitoring")
-    assert not _allows_ingress(policy, 8080, "some-tenant")
+    # In: one opening per face (test_deploy_faces.py).

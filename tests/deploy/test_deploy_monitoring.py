@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
-from deploy_helpers import DEPLOY, ROOT, Manifest, find
+from deploy_helpers import DEPLOY, OVERLAYS, ROOT, Manifest, find
 
 from controller.providers import Quality
 from controller.telemetry import PHASES, Telemetry
@@ -100,7 +100,7 @@ def test_prometheusrule_embeds_exactly_the_rules_file(render: Render) -> None:
     assert embedded == expected, (
         f"{PROMETHEUS_RULE.relative_to(ROOT)} must hold {RULES_FILE.relative_to(ROOT)}'s "
         "groups, indented by two spaces under spec:")
-    for overlay in ("prod", "dev"):
+    for overlay in OVERLAYS:
         rule = find(render(DEPLOY / "overlays" / overlay), "PrometheusRule")
         assert rule["spec"] == yaml.safe_load(RULES_FILE.read_text())
 
