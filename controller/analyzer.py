@@ -27,10 +27,10 @@ from controller.analysis.types import (
     RatioCounts,
     StepWindow,
 )
+from controller.judging import AnalysisRequest
 from controller.policy.model import RatioCheck
 from controller.providers import MetricProvider, SeriesResult
 from controller.providers.presets import Part, Series, Template, templates_for
-from controller.reconciler import AnalysisRequest
 from controller.rollout.machine import Judgement
 
 log = structlog.get_logger(__name__)

@@ -29,6 +29,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from controller import kube, sealkey
 from controller.analyzer import MetricAnalyzer
 from controller.events import KubeEventRecorder
+from controller.judging import Analyzer
 from controller.leader import AlwaysLeader, LeaderElector
 from controller.lineage.mlmd import MLMDLineageStore
 from controller.lineage.worker import GateFromLineage, LineageWorker
@@ -38,7 +39,7 @@ from controller.notifications.slack import SlackNotifier
 from controller.notifications.socket_mode import SocketModeInteractions
 from controller.policystore import PolicyStore
 from controller.providers.prometheus import PrometheusProvider
-from controller.reconciler import Analyzer, Reconciler
+from controller.reconciler import Reconciler
 from controller.rollout.snapshot import RolloutSnapshot
 from controller.server import HttpServer, Request, Response, Route
 from controller.settings import Settings
@@ -106,7 +107,11 @@ class Daemon:
         self.settings = settings
         self.telemetry = Telemetry()
         if analyzer is None:
-            analyzer = MetricAnalyzer(PrometheusProvider(settings.prometheus),
+            # A query must answer within a tick (at most the configured timeout): a slower
+            # answer is a query error, i.e. missing data, and never holds anything up.
+            deadline = min(settings.prometheus.timeout_seconds, 0.8 * settings.tick_seconds)
+            analyzer = MetricAnalyzer(PrometheusProvider(settings.prometheus,
+                                                         timeout_seconds=deadline),
                                       on_unusable=lambda quality: self.telemetry.query_errors
                                       .labels(str(quality)).inc())
         self.stop = threading.Event()
@@ -140,7 +145,8 @@ class Daemon:
             events=KubeEventRecorder(self.api, on_error=lambda verb:
                                      self.telemetry.api_errors.labels(verb).inc()),
             telemetry=self.telemetry, sealer=self.sealer, is_leader=self.leader.is_leader,
-            clock=lambda: datetime.now().astimezone(), observers=observers, gates=gates)
+            clock=lambda: datetime.now().astimezone(), observers=observers, gates=gates,
+            background=True)
         self.scheduler = BackgroundScheduler(timezone="UTC")
         self.pass_health = PassHealth(stuck_after=max(60.0, 10 * settings.tick_seconds))
         # Three faces, three listeners: health and metrics (kubelet, Prometheus), Slack
@@ -259,6 +265,7 @@ class Daemon:
         self.stop.wait()
         log.info("stopping")
         self.scheduler.shutdown(wait=True)
+        self.reconciler.close()
         self.leader.release()
         self.lineage.stop()
         for server in self._servers():

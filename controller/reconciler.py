@@ -2,9 +2,11 @@
 of a rollout.
 
 For each object: find its policy, read its state and what KServe says, judge the
-canary when its analysis is due, let the state machine decide, then write traffic and
-state together in one patch fenced by resourceVersion (on 409 do nothing: the next pass
-re-reads). Side effects (Events, metrics, logs) follow the committed write only.
+canary when its analysis is due (``controller.judging``: the pass never waits on a slow
+metric source), let the state machine decide, then write traffic and state together in
+one patch fenced by resourceVersion (on 409 do nothing: the next pass re-reads). Side
+effects (Events, metrics, logs) follow the committed write only. Each object is
+reconciled inside its own error boundary.
 
 I/O through the protocols it is given (``InferenceServices``, ``Analyzer``,
 ``EventRecorder``, ``GateEvaluator``), so tests run it on in-memory fakes.
@@ -24,6 +26,14 @@ import structlog
 
 from controller.errors import RollwiseError
 from controller.events import MAX_EVENT_MESSAGE, EventRecorder
+from controller.judging import (
+    AnalysisRequest,
+    Analyzer,
+    BackgroundJudge,
+    InlineJudge,
+    JudgeRunner,
+    request_for,
+)
 from controller.policy.model import RolloutPolicy
 from controller.policystore import PolicyStore
 from controller.rollout.machine import Event, GateResult, Judgement, Result, decide, state_problem
@@ -35,27 +45,6 @@ from controller.traffic import Conflict, InferenceServices, Rejected
 from controller.traffic.kserve import Managed, NothingToRestore, read_managed, rollout_patch
 
 log = structlog.get_logger(__name__)
-
-
-@dataclass(frozen=True)
-class AnalysisRequest:
-    """What the analyzer needs to judge one rollout's current step."""
-
-    key: str
-    namespace: str
-    service: str
-    canary_revision: str
-    baseline_revision: str
-    step_started_at: datetime
-    policy: RolloutPolicy
-    closed_steps: tuple[Mapping[str, object], ...]
-    min_requests: int
-    certify: bool = True      # demand evidence of no regression (the step before promotion)
-
-
-class Analyzer(Protocol):
-    def judge(self, requests: Sequence[AnalysisRequest], now: datetime) -> Mapping[str, Judgement]:
-        """One judgement per request key; batched so that load does not grow per rollout."""
 
 
 class GateEvaluator(Protocol):
@@ -86,6 +75,9 @@ class Reconciler:
     # Side effects that follow a committed transition (notifier, lineage worker). Each
     # must return at once and make its record match the snapshot (idempotent).
     observers: Sequence[Callable[[RolloutSnapshot], None]] = ()
+    # Judge on a worker thread (the daemon), so a slow metric source never holds up a
+    # pass; inline (tests) judges within the pass.
+    background: bool = False
     _caught_up: bool = False
     _last_analysis: dict[str, datetime] = field(default_factory=dict)
     _reported: dict[str, str] = field(default_factory=dict)
@@ -95,6 +87,11 @@ class Reconciler:
     watch_gap: timedelta = timedelta(seconds=30)
     # key -> (watched without a gap since, last seen)
     _watched: dict[str, tuple[datetime, datetime]] = field(default_factory=dict)
+    _runner: JudgeRunner = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._runner = (BackgroundJudge if self.background else InlineJudge)(
+            self.analyzer, self._judged)
 
     def run_once(self) -> None:
         """One pass over every managed InferenceService.
@@ -113,7 +110,7 @@ class Reconciler:
         for key in set(self._failing) - listed:
             self._failing.pop(key)  # deleted, or no longer watched
         managed = [m for m in (self._read(obj) for obj in objects) if m is not None]
-        judgements = self._judge_due(self._actionable(managed), now)
+        judgements = self._judge(managed, self._actionable(managed), now)
         if not self._caught_up:
             # After a (re)start, side effects missed during an outage or a crash are caught
             # up from the committed state of every rollout.
@@ -216,46 +213,54 @@ class Reconciler:
 
     # -- analysis -----------------------------------------------------------------------
 
-    def _judge_due(self, managed: Sequence[Managed], now: datetime) -> Mapping[str, Judgement]:
-        requests = []
-        for item in managed:
-            state, policy = item.state, self.policies.get(item.policy)
-            if state is None or policy is None or not state.phase.analysing:
+    def _judge(self, managed: Sequence[Managed], actionable: Sequence[Managed],
+               now: datetime) -> dict[str, Judgement]:
+        """The judgements this pass acts on: those finished since the last pass, and this
+        pass's own with an inline runner. Due rollouts are handed to the runner, which
+        never makes the pass wait (a background runner judges on its own thread)."""
+        current = {m.key: m.state for m in managed}
+        judgements = self._collect(current)
+        due = []
+        for item in actionable:
+            policy = self.policies.get(item.policy)
+            state = item.state
+            if state is None or policy is None:
                 continue
-            if state.revision is None or state.baseline_revision is None:
+            request = request_for(item.key, item.namespace, item.name, state, policy)
+            if request is None:
                 continue
             interval = policy.spec.analysis.interval
             last = self._last_analysis.get(item.key)
             if last is not None and now - last < interval:
                 continue
-            if now - (state.step_started_at or state.phase_since) < interval:
+            if now - request.step_started_at < interval:
                 continue  # a step younger than one interval has no data to judge yet
-            requests.append(AnalysisRequest(
-                key=item.key, namespace=item.namespace, service=item.name,
-                canary_revision=state.revision, baseline_revision=state.baseline_revision,
-                step_started_at=state.step_started_at or state.phase_since, policy=policy,
-                closed_steps=state.closed_steps,
-                min_requests=policy.spec.min_requests(state.step),
-                certify=policy.spec.analysis.certify_step(state.step, policy.spec.steps)))
-        if not requests:
-            return {}
-        started = time.monotonic()
-        try:
-            judgements = dict(self.analyzer.judge(requests, now))
-        except Exception as err:  # a broken analyzer must never look like healthy data
-            log.error("analysis failed", error=str(err))
-            judgements = {r.key: Judgement("continue", f"analysis failed: {err}", missing=True)
-                          for r in requests}
-        self.telemetry.analysis_seconds.observe(time.monotonic() - started)
-        for request in requests:
-            self._last_analysis[request.key] = now
-            judgement = judgements.get(request.key)
-            if judgement is None:
-                judgements[request.key] = judgement = Judgement(
-                    "continue", "the analyzer returned nothing for this rollout", missing=True)
+            due.append(request)
+        if due and self._runner.submit(due, now):
+            for request in due:
+                self._last_analysis[request.key] = now
+        judgements.update(self._collect(current))
+        return judgements
+
+    def _collect(self, current: Mapping[str, RolloutState | None]) -> dict[str, Judgement]:
+        fresh = {}
+        for request, judgement in self._runner.collect():
+            if request.key in current and request.still_current(current[request.key]):
+                fresh[request.key] = judgement
+            else:
+                log.info("judgement dropped: the rollout moved on while it was judged",
+                         key=request.key, rollout=request.rollout_id, step=request.step)
+        return fresh
+
+    def _judged(self, seconds: float, finished: Sequence[tuple[AnalysisRequest, Judgement]]
+                ) -> None:
+        self.telemetry.analysis_seconds.observe(seconds)
+        for _, judgement in finished:
             self.telemetry.decisions.labels(
                 "missing" if judgement.missing else judgement.outcome).inc()
-        return judgements
+
+    def close(self) -> None:
+        self._runner.close()
 
     # -- one object ---------------------------------------------------------------------
 

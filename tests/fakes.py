@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from controller.reconciler import AnalysisRequest
+from controller.judging import AnalysisRequest
 from controller.rollout.machine import Judgement
 from controller.rollout.seal import Sealer
 from controller.rollout.state import COMMANDS_ANNOTATION, STATE_ANNOTATION, RolloutState

@@ -24,7 +24,11 @@ log = structlog.get_logger(__name__)
 
 
 class PrometheusProvider:
-    def __init__(self, settings: PrometheusSettings, stale_after_seconds: float = 120.0) -> None:
+    def __init__(self, settings: PrometheusSettings, stale_after_seconds: float = 120.0, *,
+                 timeout_seconds: float | None = None) -> None:
+        """``timeout_seconds`` (default the setting) bounds each query, on the client and,
+        as the query's ``timeout`` parameter, on the server, which then stops evaluating."""
+        self._timeout = timeout_seconds or settings.timeout_seconds
         headers: dict[str, str] = {}
         if settings.bearer_token is not None:
             headers["Authorization"] = f"Bearer {settings.bearer_token.get_secret_value()}"
@@ -38,7 +42,7 @@ class PrometheusProvider:
         # tick tries again and missing data is reported, never read as healthy.
         self._prom = PrometheusConnect(url=settings.url, headers=headers or None,
                                        disable_ssl=not settings.verify_tls, auth=auth,
-                                       timeout=settings.timeout_seconds, session=session,
+                                       timeout=self._timeout, session=session,
                                        retry=Retry(total=1, backoff_factor=0.2,
                                                    status_forcelist=(502, 503, 504)))
         self._stale_after = stale_after_seconds
@@ -51,12 +55,23 @@ class PrometheusProvider:
         query = batched_query(template, list(parts))
         self.queries += 1
         try:
-            samples = self._prom.custom_query(query=query, params={"time": now.timestamp()})
+            samples = self._prom.custom_query(query=query, params={
+                "time": now.timestamp(), "timeout": f"{self._timeout:g}s"})
         except (PrometheusApiClientException, requests.RequestException, ValueError) as err:
-            detail = f"query failed: {str(err)[:300]}"
+            detail = f"query failed: {self._describe(err)}"
             log.warning("prometheus query failed", error=detail, template=template.text[:120])
             return {p.group: SeriesResult(Quality.ERROR, detail) for p in parts}
         return sort_samples(template, parts, samples, self._stale_after)
+
+
+    def _describe(self, err: Exception) -> str:
+        """What went wrong, short and without the query's URL (it says nothing new)."""
+        if isinstance(err, requests.Timeout | requests.ConnectionError) and "timed out" in str(
+                err).lower():
+            return f"no answer within {self._timeout:g}s (timed out)"
+        if isinstance(err, requests.ConnectionError):
+            return f"cannot connect to Prometheus ({type(err).__name__})"
+        return str(err)[:300]
 
 
 def sort_samples(template: Template, parts: Sequence[Part], samples: list[dict[str, Any]],
