@@ -25,7 +25,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from controller import kube
 from controller.analyzer import MetricAnalyzer
 from controller.events import KubeEventRecorder
-from controller.leader import AlwaysLeader, LeaderElector
+from controller.leader import AlwaysLeader, KubeLeases, LeaderElector
 from controller.lineage.mlmd import MLMDLineageStore
 from controller.lineage.worker import GateFromLineage, LineageWorker
 from controller.logs import configure_logging
@@ -64,17 +64,17 @@ class Daemon:
                                       .labels(str(quality)).inc())
         self.stop = threading.Event()
         self.exit_code = 0
+        identity = f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
         self.api = kube.api_client(settings.kubernetes)
         self.policies = PolicyStore(settings.policy_dir)
         self.isvcs = KubeInferenceServices(
             self.api, settings.kubernetes.namespaces,
             on_api_error=lambda verb: self.telemetry.api_errors.labels(verb).inc())
-        identity = f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
         if settings.leader_election.enabled:
             self.leader: LeaderElector | AlwaysLeader = LeaderElector(
-                self.api, settings.leader_election,
+                KubeLeases(self.api, settings.leader_election), settings.leader_election,
                 settings.leader_election.lease_namespace or _pod_namespace(), identity,
-                on_lost=self._lost_lease)
+                on_error=lambda kind: self.telemetry.api_errors.labels("lease").inc())
         else:
             self.leader = AlwaysLeader()
         observers, slack_routes = self._slack()
@@ -148,10 +148,6 @@ class Daemon:
         return Response.json(200, review_response(review, self.policies.get))
 
     # -- lifecycle ----------------------------------------------------------------------
-
-    def _lost_lease(self) -> None:
-        self.exit_code = 1
-        self.stop.set()
 
     def _pass(self) -> None:
         if not self.leader.is_leader():
