@@ -65,7 +65,7 @@ class Daemon:
         self.stop = threading.Event()
         self.exit_code = 0
         identity = f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
-        self.api = kube.api_client(settings.kubernetes)
+        self.api = kube.api_client(settings.kubernetes, identity)
         self.policies = PolicyStore(settings.policy_dir)
         self.isvcs = KubeInferenceServices(
             self.api, settings.kubernetes.namespaces,

@@ -10,6 +10,7 @@ import socket
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from hypothesis import strategies as st
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from controller import kube
 from controller.leader import (
     InMemoryLeases,
     KubeLeases,
@@ -28,7 +30,7 @@ from controller.leader import (
     LeaseRecord,
     LeaseUnavailable,
 )
-from controller.settings import LeaderElectionSettings
+from controller.settings import KubernetesSettings, LeaderElectionSettings
 
 NS, NAME = "rollwise-system", "rollwise-controller"
 SETTINGS = LeaderElectionSettings(lease_duration_seconds=15, renew_deadline_seconds=10,
@@ -461,6 +463,19 @@ def test_kube_leases_translate_refused_connections_and_name_the_lease() -> None:
                         SETTINGS)
     with pytest.raises(LeaseUnavailable, match=f"cannot replace Lease {NS}/{NAME}"):
         leases.replace(NS, NAME, LeaseRecord("a", 15, resource_version="7"))
+
+
+def test_the_user_agent_names_the_replica(tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        "clusters: [{name: k, cluster: {server: 'https://127.0.0.1:1'}}]\n"
+        "users: [{name: u, user: {token: t}}]\n"
+        "contexts: [{name: c, context: {cluster: k, user: u}}]\n")
+    api = kube.api_client(KubernetesSettings(kubeconfig=kubeconfig), "rollwise-a-1f2e3d")
+    assert api.user_agent == f"{kube.user_agent()} (rollwise-a-1f2e3d)"
+    assert kube.user_agent().startswith("rollwise/")
+    assert KubeLeases(api, SETTINGS)._api.api_client.user_agent == api.user_agent
 
 
 # -- the property: never two leaders -------------------------------------------------------
