@@ -281,6 +281,7 @@ class LeaderElector:
                 acquire_time=_now(), renew_time=_now()))
         if current.holder == self.identity:
             return self._leases.replace(self._namespace, self._name, self._renewal(current))
+        self._sync()   # a deadline that passed while this attempt was on its way says so
         with self._changed:
             if self._observed != _key(current):
                 if current.holder and (self._observed is None

@@ -319,6 +319,26 @@ def test_a_lease_taken_by_hand_ends_leading_at_the_next_attempt() -> None:
     assert leases.calls[-2:] == ["replace", "get"] and a.failure_counts() == {"conflict": 1}
 
 
+def test_a_leader_frozen_mid_attempt_says_its_deadline_passed_not_who_took_over() -> None:
+    leases, clock = InMemoryLeases(), Clock()
+    a = elector(leases, clock)
+    at(clock, 0.0, a)
+    leases.fail_next(TimeoutError("timed out"))
+    at(clock, 2.0, a)                   # a reads before its next write
+
+    def frozen_after_the_read(verb: str, stage: str) -> None:
+        if verb == "get" and stage == "request":     # b took the Lease meanwhile ...
+            leases.put(NS, NAME, LeaseRecord("b", 15))
+        if verb == "get" and stage == "response":    # ... and a was frozen 20 s here
+            clock.advance(20.0)
+    leases.interceptor = frozen_after_the_read
+    with structlog.testing.capture_logs() as lines:
+        at(clock, 3.0, a)
+    assert [line["reason"] for line in lines if line["event"] == "stopped leading"] == [
+        "renew deadline passed: the last successful renewal was sent 23.0 s ago "
+        "(renew_deadline 10 s)"]
+
+
 @pytest.fixture
 def fast() -> LeaderElectionSettings:
     """Periods of 20 ms for the tests that run the real loop thread (no timing asserted:
