@@ -157,17 +157,15 @@ def now_utc() -> datetime:
 def two_replicas_mid_rollout(world: World, policies: Path, directory: Path,
                              name: str) -> Iterator[tuple[ControllerProcess, ControllerProcess]]:
     """Replicas a and b, a rollout of ``name`` past its first step: (leader, follower)."""
-    a = ControllerProcess(world, policies, directory / "a.log", identity="a")
-    b = ControllerProcess(world, policies, directory / "b.log", identity="b", webhook=False)
-    try:
-        a.start()
-        b.start()
+    with contextlib.ExitStack() as stack:
+        # Each picks its free ports when made: b once a listens, so they never pick the same.
+        a = stack.enter_context(ControllerProcess(world, policies, directory / "a.log",
+                                                  identity="a"))
+        b = stack.enter_context(ControllerProcess(world, policies, directory / "b.log",
+                                                  identity="b", webhook=False))
         rollout_past_first_step(world, name, a.tail)
         leader = exactly_one_leader(a, b)
         yield leader, (b if leader is a else a)
-    finally:
-        a.stop()
-        b.stop()
 
 
 def test_an_api_server_outage_stops_the_leader_at_its_deadline_and_never_gives_two(
