@@ -289,7 +289,8 @@ class LeaderElector:
                     self._log.info("the lease is held by another replica", holder=current.holder)
                 self._observed, self._observed_at = _key(current), seen
             if current.holder and seen - self._observed_at < self._duration:
-                if self._renewed_at is not None:   # a Lease edited or deleted by hand
+                if self._renewed_at is not None:   # not ours now: step down at once (if
+                    # our deadline still ran, the Lease was edited or deleted by hand)
                     self._renewed_at, self._lost = None, f"the lease is held by {current.holder}"
                 return None
         return self._leases.replace(self._namespace, self._name, replace(
