@@ -30,7 +30,7 @@ from controller import kube, sealkey
 from controller.analyzer import MetricAnalyzer
 from controller.events import KubeEventRecorder
 from controller.judging import Analyzer
-from controller.leader import AlwaysLeader, LeaderElector
+from controller.leader import AlwaysLeader, KubeLeases, LeaderElector
 from controller.lineage.mlmd import MLMDLineageStore
 from controller.lineage.worker import GateFromLineage, LineageWorker
 from controller.logs import configure_logging
@@ -116,17 +116,19 @@ class Daemon:
                                       .labels(str(quality)).inc())
         self.stop = threading.Event()
         self.exit_code = 0
-        self.api = kube.api_client(settings.kubernetes)
+        identity = f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
+        self.api = kube.api_client(settings.kubernetes, identity)
         self.policies = PolicyStore(settings.policy_dir)
         self.isvcs = KubeInferenceServices(
             self.api, settings.kubernetes.namespaces,
             on_api_error=lambda verb: self.telemetry.api_errors.labels(verb).inc())
-        identity = f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
         if settings.leader_election.enabled:
             self.leader: LeaderElector | AlwaysLeader = LeaderElector(
-                self.api, settings.leader_election,
+                KubeLeases(self.api, settings.leader_election), settings.leader_election,
                 settings.leader_election.lease_namespace or _pod_namespace(), identity,
-                on_lost=self._lost_lease)
+                on_error=lambda kind: self.telemetry.api_errors.labels("lease").inc(),
+                # Leading again after a gap: what this process knew may be stale.
+                on_started=lambda: self.reconciler.reset())
         else:
             self.leader = AlwaysLeader()
         seal = settings.seal
@@ -210,10 +212,6 @@ class Daemon:
         return _review(request, lambda review: stamp_commands(review, self.sealer))
 
     # -- lifecycle ----------------------------------------------------------------------
-
-    def _lost_lease(self) -> None:
-        self.exit_code = 1
-        self.stop.set()
 
     def _pass(self) -> None:
         if not self.leader.is_leader():

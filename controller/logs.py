@@ -71,6 +71,5 @@ def configure_logging(
     # The kubernetes client logs full request bodies at DEBUG; keep them out.
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
     logging.getLogger("urllib3").setLevel(logging.WARNING)
-    # Both log every tick / every lease renewal at INFO: noise, not news.
+    # It logs every tick at INFO: noise, not news.
     logging.getLogger("apscheduler").setLevel(logging.ERROR)  # also "run skipped: busy"
-    logging.getLogger("leaderelection").setLevel(logging.WARNING)

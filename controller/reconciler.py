@@ -88,6 +88,7 @@ class Reconciler:
     # key -> (watched without a gap since, last seen)
     _watched: dict[str, tuple[datetime, datetime]] = field(default_factory=dict)
     _runner: JudgeRunner = field(init=False)
+    _reset_pending: bool = False
 
     def __post_init__(self) -> None:
         self._runner = (BackgroundJudge if self.background else InlineJudge)(
@@ -101,6 +102,7 @@ class Reconciler:
         boundary: a broken object gets a Warning Event and a metric, and the others go on,
         rollbacks included."""
         started = time.monotonic()
+        self._apply_reset()
         now = self.clock()
         reload = self.policies.reload()
         if reload.changed:
@@ -134,12 +136,20 @@ class Reconciler:
         self.telemetry.last_tick.set(time.time())
 
     def reset(self) -> None:
-        """Forget what this process knew (leadership was lost and gained again): catch up
-        side effects again, judge afresh, and count timeouts from now."""
+        """Forget what this process knew (leadership was lost and gained again): the next
+        pass catches up side effects again, judges afresh and counts timeouts from then.
+        Safe to call from another thread: the pass applies it when it starts."""
+        self._reset_pending = True
+
+    def _apply_reset(self) -> None:
+        if not self._reset_pending:
+            return
+        self._reset_pending = False
         self._caught_up = False
         self._last_analysis.clear()
         self._watched.clear()
         self._reported.clear()
+        self._runner.collect()   # judgements of the previous leadership: dropped
 
     def _watch(self, key: str, now: datetime) -> datetime:
         since, last = self._watched.get(key, (now, now))

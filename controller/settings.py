@@ -165,7 +165,9 @@ class LeaderElectionSettings(_Section):
 
     @model_validator(mode="after")
     def _ordering(self) -> LeaderElectionSettings:
-        # The client library also wants renew_deadline > 1.2 x retry_period (jitter).
+        # Leading is a deadline (controller/leader.py): a renewal every retry_period, with
+        # room for one missed one, must land within renew_deadline, and a follower waits
+        # lease_duration > renew_deadline before it may take over.
         if not (1.2 * self.retry_period_seconds < self.renew_deadline_seconds
                 < self.lease_duration_seconds):
             raise ValueError("leader election needs 1.2 x retry_period < renew_deadline < "

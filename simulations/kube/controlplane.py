@@ -8,6 +8,9 @@ authorization and the admission webhooks enabled. It then installs the real
 KServe InferenceService CRD, the controller's Namespace and ServiceAccount and
 the given manifests, and writes admin and controller kubeconfigs. On exit, also
 after an exception or Ctrl-C, it stops both servers and removes its workdir.
+For fault tests, `stop_apiserver()`/`start_apiserver()` and `pause_apiserver()`/
+`resume_apiserver()` take kube-apiserver away and back on the same port while etcd keeps
+the data.
 This is what controller-runtime's envtest does, without nodes, pods or
 controllers: objects are stored and validated, nothing reconciles them.
 
@@ -18,9 +21,11 @@ Callers: simulations.kube.pytest_plugin, `rollwise sim up`, tests.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import secrets
 import shutil
+import signal
 import socket
 import ssl
 import tempfile
@@ -71,6 +76,8 @@ START_ATTEMPTS = 3  # a port taken between picking and binding costs one attempt
 LOG_TAIL_LINES = 30
 _PORT_TAKEN = "address already in use"
 _LOOPBACK = "127.0.0.1"
+_APISERVER = "kube-apiserver"
+_TOKEN_FILE = "tokens.csv"  # admin first: token,user,uid,"groups"
 
 
 class ControlPlaneError(Exception):
@@ -161,6 +168,7 @@ class ControlPlane:
         self._workdir: Path | None = None
         self._processes: dict[str, ManagedProcess] = {}
         self._pids: dict[str, int] = {}
+        self._argv: dict[str, tuple[str, ...]] = {}  # to start a stopped server again
         self._cluster: Cluster | None = None
         self.startup_seconds: float | None = None
 
@@ -213,7 +221,7 @@ class ControlPlane:
         atexit.register(self.stop)
         pki = write_control_plane_pki(workdir / "pki")
         admin_token, controller_token = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
-        token_file = self._write_token_file(workdir / "tokens.csv", admin_token, controller_token)
+        token_file = self._write_token_file(workdir / _TOKEN_FILE, admin_token, controller_token)
         server = self._start_servers(binaries, pki, token_file, admin_token)
         cluster = Cluster(
             server=server,
@@ -245,6 +253,52 @@ class ControlPlane:
                 shutil.rmtree(self._workdir, ignore_errors=True)
                 self._workdir = None
             atexit.unregister(self.stop)
+
+    # -- API-server outages, for fault tests --------------------------------------
+
+    def stop_apiserver(self) -> None:
+        """An API-server outage: stop kube-apiserver (SIGTERM, then SIGKILL) while etcd
+        keeps running with the data. Clients get "connection refused" on the same port
+        until ``start_apiserver()``."""
+        process = self._processes.pop(_APISERVER, None)
+        if process is None:
+            raise ControlPlaneError("kube-apiserver is not running: nothing to stop")
+        # A paused server cannot handle SIGTERM; let it drain instead of waiting for SIGKILL.
+        self._signal_apiserver_group(process, signal.SIGCONT)
+        process.stop()
+
+    def start_apiserver(self) -> None:
+        """Start kube-apiserver again exactly as before (same port, certificates, tokens,
+        etcd, audit log, appended to) and wait until it is ready."""
+        if _APISERVER in self._processes:
+            raise ControlPlaneError("kube-apiserver is already running")
+        cluster, argv = self.cluster, self._argv.get(_APISERVER)
+        if argv is None:
+            raise ControlPlaneError("kube-apiserver was never started: call start() first")
+        process = self._spawn(_APISERVER, argv)
+        admin_token = (cluster.workdir / _TOKEN_FILE).read_text().split(",", 1)[0]
+        self._wait_ready(process, f"{cluster.server}/readyz", APISERVER_READY_TIMEOUT_S,
+                         ssl_context=ssl.create_default_context(cafile=str(cluster.ca_cert)),
+                         token=admin_token)
+
+    def pause_apiserver(self) -> None:
+        """A hung API server: SIGSTOP. The kernel still accepts connections on its port,
+        nothing answers them until ``resume_apiserver()`` (SIGCONT)."""
+        self._signal_apiserver_group(self._running_apiserver(), signal.SIGSTOP)
+
+    def resume_apiserver(self) -> None:
+        self._signal_apiserver_group(self._running_apiserver(), signal.SIGCONT)
+
+    def _running_apiserver(self) -> ManagedProcess:
+        process = self._processes.get(_APISERVER)
+        if process is None or process.exit_code() is not None:
+            raise ControlPlaneError("kube-apiserver is not running")
+        return process
+
+    @staticmethod
+    def _signal_apiserver_group(process: ManagedProcess, signum: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signum)   # its own session: the group is the server
 
     # -- steps ----------------------------------------------------------------
 
@@ -315,6 +369,7 @@ class ControlPlane:
             raise ControlPlaneError(f"cannot start {name} ({argv[0]}): {error}") from error
         self._processes[name] = process
         self._pids[name] = process.pid
+        self._argv[name] = tuple(argv)
         return process
 
     def _start_etcd(self, binaries: Binaries, ports: _Ports) -> None:

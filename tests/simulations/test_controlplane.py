@@ -431,6 +431,55 @@ def test_killing_etcd_makes_calls_fail_in_bounded_time_and_teardown_still_works(
     _assert_torn_down(plane, private_tempdir)
 
 
+@pytest.mark.e2e
+def test_the_apiserver_stops_and_starts_on_the_same_port_and_data_while_etcd_runs(
+    kube_binaries: Binaries, private_tempdir: Path, small_crd: Path
+) -> None:
+    plane = ControlPlane(binaries=kube_binaries, kserve_crd=small_crd)
+    with plane as running:
+        kept = client.V1ConfigMap(metadata=client.V1ObjectMeta(name="kept"), data={"a": "1"})
+        with running.admin_api_client() as api:
+            client.CoreV1Api(api).create_namespaced_config_map("default", kept,
+                                                               _request_timeout=TIMEOUT)
+        first_pid, etcd_pid = plane.pids["kube-apiserver"], plane.pids["etcd"]
+        plane.stop_apiserver()
+        assert not is_running(first_pid) and is_running(etcd_pid)
+        with socket.socket() as probe, pytest.raises(ConnectionRefusedError):
+            probe.connect(("127.0.0.1", int(running.server.rsplit(":", 1)[1])))
+        with pytest.raises(ControlPlaneError, match="not running"):
+            plane.stop_apiserver()
+        plane.start_apiserver()
+        with pytest.raises(ControlPlaneError, match="already running"):
+            plane.start_apiserver()
+        assert plane.pids["kube-apiserver"] != first_pid and plane.pids["etcd"] == etcd_pid
+        with running.admin_api_client() as api:   # the same URL, CA, token and data
+            again = client.CoreV1Api(api).read_namespaced_config_map(
+                "kept", "default", _request_timeout=TIMEOUT)
+        assert again.data == {"a": "1"}
+    _assert_torn_down(plane, private_tempdir)
+
+
+@pytest.mark.e2e
+def test_a_paused_apiserver_accepts_connections_but_answers_only_when_resumed(
+    kube_binaries: Binaries, private_tempdir: Path, small_crd: Path
+) -> None:
+    plane = ControlPlane(binaries=kube_binaries, kserve_crd=small_crd)
+    with plane as running, running.admin_api_client() as api:
+        core = client.CoreV1Api(api)
+        core.read_namespace("default", _request_timeout=TIMEOUT)
+        plane.pause_apiserver()
+        try:
+            with pytest.raises(urllib3.exceptions.HTTPError):   # a read timeout, not a refusal
+                core.read_namespace("default", _request_timeout=(2.0, 2.0))
+        finally:
+            plane.resume_apiserver()
+        assert core.read_namespace("default", _request_timeout=TIMEOUT).metadata.name == "default"
+        plane.pause_apiserver()   # a paused server can still be stopped, promptly
+        plane.stop_apiserver()
+        assert not is_running(plane.pids["kube-apiserver"])
+    _assert_torn_down(plane, private_tempdir)
+
+
 # --- the pinned versions are consistent --------------------------------------
 
 
