@@ -107,9 +107,10 @@ class Daemon:
         self.settings = settings
         self.telemetry = Telemetry()
         if analyzer is None:
-            # A query must answer within a tick (at most the configured timeout): a slower
-            # answer is a query error, i.e. missing data, and never holds anything up.
-            deadline = min(settings.prometheus.timeout_seconds, 0.8 * settings.tick_seconds)
+            # A query must answer within a tick (at most the configured timeout, at least 1s):
+            # a slower answer is a query error, i.e. missing data, and holds nothing up.
+            deadline = min(settings.prometheus.timeout_seconds,
+                           max(1.0, 0.8 * settings.tick_seconds))
             analyzer = MetricAnalyzer(PrometheusProvider(settings.prometheus,
                                                          timeout_seconds=deadline),
                                       on_unusable=lambda quality: self.telemetry.query_errors

@@ -56,7 +56,7 @@ class PrometheusProvider:
         self.queries += 1
         try:
             samples = self._prom.custom_query(query=query, params={
-                "time": now.timestamp(), "timeout": f"{self._timeout:g}s"})
+                "time": now.timestamp(), "timeout": f"{max(1, round(self._timeout * 1000))}ms"})
         except (PrometheusApiClientException, requests.RequestException, ValueError) as err:
             detail = f"query failed: {self._describe(err)}"
             log.warning("prometheus query failed", error=detail, template=template.text[:120])
