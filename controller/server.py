@@ -33,8 +33,10 @@ Every listener is bounded, for plain HTTP and TLS alike (keyword arguments of
   bodies are not accepted) -> 411, or 400 beside a ``Content-Length``. A body shorter
   than announced -> 408 at the deadline.
 
-Every refusal is one structured log line (``http request not served``) and one call of the
-optional ``on_error(reason)`` hook, with ``reason`` one of: ``timeout``, ``bad-length``,
+Every refusal is one call of the optional ``on_error(reason)`` hook and one structured
+log line (``http request not served``; at most one a second per reason, the next one
+telling how many were held back, so that a flood cannot flood the logs), with ``reason``
+one of: ``timeout``, ``bad-length``,
 ``transfer-encoding``, ``too-large``, ``bad-request`` (malformed request line or headers),
 ``too-many-connections``, ``tls-handshake``, ``disconnected`` (the client went away
 mid-request), ``route-error`` (a route raised: 500) and ``internal`` (a defect here: the
@@ -173,6 +175,27 @@ def encode(response: Response, *, close: bool) -> bytes:
     if close:
         lines.append("Connection: close")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + response.body
+
+
+class LogThrottle:
+    """At most one line per key every ``interval`` seconds. Pure but for the clock."""
+
+    def __init__(self, interval: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval, self._clock = interval, clock
+        self._lock = threading.Lock()
+        self._next: dict[str, float] = {}
+        self._held: dict[str, int] = {}
+
+    def admit(self, key: str) -> int | None:
+        """None to hold this line back, else how many were held back before it."""
+        with self._lock:
+            now = self._clock()
+            if now < self._next.get(key, -math.inf):
+                self._held[key] = self._held.get(key, 0) + 1
+                return None
+            self._next[key] = now + self.interval
+            return self._held.pop(key, 0)
 
 
 class _DeadlineReader(io.RawIOBase):
@@ -451,6 +474,7 @@ class _Server(HTTPServer):
         self._slots = threading.BoundedSemaphore(max_connections)
         self._lock = threading.Lock()
         self._handlers: set[_Handler] = set()
+        self._throttle = LogThrottle()
         super().__init__(address, _Handler)
 
     def process_request(self, request: Any, client_address: Any) -> None:
@@ -497,10 +521,12 @@ class _Server(HTTPServer):
         self.report("internal", client_address, f"{kind.__name__ if kind else '?'}: {err}")
 
     def report(self, reason: str, client_address: Any, detail: str) -> None:
-        peer = (f"{client_address[0]}:{client_address[1]}"
-                if isinstance(client_address, tuple) else str(client_address))
-        log.warning("http request not served", reason=reason, peer=peer, detail=detail,
-                    port=self.server_address[1])
+        held = self._throttle.admit(reason)
+        if held is not None:
+            peer = (f"{client_address[0]}:{client_address[1]}"
+                    if isinstance(client_address, tuple) else str(client_address))
+            log.warning("http request not served", reason=reason, peer=peer, detail=detail,
+                        port=self.server_address[1], held_back=held)
         if self._on_error is not None:
             try:
                 self._on_error(reason)

@@ -24,6 +24,7 @@ import pytest
 from controller.server import (
     HttpServer,
     LimitedRoute,
+    LogThrottle,
     Request,
     Response,
     Route,
@@ -379,7 +380,7 @@ def _stall(face: Face, count: int) -> list[socket.socket]:
 
 @pytest.mark.parametrize("kind", ["plain", "tls"])
 def test_300_stalled_connections_hold_bounded_threads_and_others_get_a_quick_answer(
-        tmp_path: Path, kind: str) -> None:
+        tmp_path: Path, kind: str, capfd: pytest.CaptureFixture[str]) -> None:
     limit, stalled = 24, 300
     before = _threads()
     # A longer timeout than the other tests': all 300 connect well within it.
@@ -418,6 +419,10 @@ def test_300_stalled_connections_hold_bounded_threads_and_others_get_a_quick_ans
         face.server.stop()
     assert face.errors.count("too-many-connections") >= stalled - limit + 1
     assert set(face.errors) <= {"too-many-connections", "timeout", "tls-handshake"}
+    out, err = capfd.readouterr()
+    assert "Traceback" not in out + err
+    # Every refusal is counted, but the log holds most lines back during the flood.
+    assert 1 <= out.count("reason=too-many-connections") <= 10
 
 
 @pytest.mark.parametrize("kind", ["plain", "tls"])
@@ -504,6 +509,18 @@ def test_a_bad_limit_is_a_clear_error(limit: str, value: float) -> None:
 
 
 # -- the pure part ------------------------------------------------------------------------
+
+
+def test_the_log_throttle_lets_one_line_a_second_per_reason_and_counts_the_rest() -> None:
+    now = [100.0]
+    throttle = LogThrottle(1.0, clock=lambda: now[0])
+    assert [throttle.admit("timeout") for _ in range(4)] == [0, None, None, None]
+    assert throttle.admit("bad-length") == 0          # each reason on its own
+    now[0] += 0.99
+    assert throttle.admit("timeout") is None
+    now[0] += 0.01
+    assert throttle.admit("timeout") == 4              # and the next line tells
+    assert throttle.admit("timeout") is None
 
 
 def _headers(*pairs: tuple[str, str]) -> Message:
