@@ -116,7 +116,7 @@ class LimitedRoute:
         return self.route(request)
 
 
-class _Refused(Exception):
+class Refused(Exception):
     """A request answered with an error and a close: status, one-line reason, hook reason."""
 
     def __init__(self, status: int, detail: str, reason: str) -> None:
@@ -137,7 +137,7 @@ class _Gone(Exception):
 
 
 def body_length(headers: Message) -> int:
-    """The body length a request announces, or ``_Refused`` for framing we do not accept.
+    """The body length a request announces, or ``Refused`` for framing we do not accept.
 
     Pure. Only ``Content-Length`` framing is accepted (RFC 9112 section 6): one decimal
     value (repeats must agree), no ``Transfer-Encoding``. A value of more than 18 digits
@@ -146,17 +146,17 @@ def body_length(headers: Message) -> int:
     lengths = [value.strip(" \t") for value in headers.get_all("Content-Length") or []]
     if headers.get_all("Transfer-Encoding"):
         if lengths:
-            raise _Refused(400, "Transfer-Encoding and Content-Length together",
+            raise Refused(400, "Transfer-Encoding and Content-Length together",
                            "transfer-encoding")
-        raise _Refused(411, "Transfer-Encoding is not accepted: send a Content-Length",
+        raise Refused(411, "Transfer-Encoding is not accepted: send a Content-Length",
                        "transfer-encoding")
     if not lengths:
         return 0
     if len(set(lengths)) > 1:
-        raise _Refused(400, f"conflicting Content-Length values {lengths[:4]!r}", "bad-length")
+        raise Refused(400, f"conflicting Content-Length values {lengths[:4]!r}", "bad-length")
     value = lengths[0]
     if re.fullmatch(r"[0-9]+", value) is None:
-        raise _Refused(400, f"Content-Length {value[:40]!r} is not a non-negative integer",
+        raise Refused(400, f"Content-Length {value[:40]!r} is not a non-negative integer",
                        "bad-length")
     return int(value) if _DIGITS.fullmatch(value) else 1 << 62
 
@@ -319,12 +319,12 @@ class _Handler(BaseHTTPRequestHandler):
             if self._served and not self._received_since(start):
                 self.close_connection = True               # an idle keep-alive: just close
                 return
-            self._refuse(_Refused(408, "request not complete within "
+            self._refuse(Refused(408, "request not complete within "
                                   f"{self.server.read_timeout:g} s", "timeout"))
         except _OverBudget:
-            self._refuse(_Refused(431, f"request line and headers longer than {MAX_HEAD} "
+            self._refuse(Refused(431, f"request line and headers longer than {MAX_HEAD} "
                                   "bytes", "bad-request"))
-        except _Refused as refused:
+        except Refused as refused:
             self._refuse(refused)
         self._served += 1
         self._deadline = time.monotonic() + self.server.read_timeout
@@ -333,7 +333,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             self.raw_requestline = self.rfile.readline(MAX_HEAD + 1)
         except _OverBudget:
-            raise _Refused(414, f"request line longer than {MAX_HEAD} bytes",
+            raise Refused(414, f"request line longer than {MAX_HEAD} bytes",
                            "bad-request") from None
         if not self.raw_requestline:
             self.close_connection = True                   # the client closed: done
@@ -361,7 +361,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         limit = route.max_body if isinstance(route, LimitedRoute) else self.server.max_body
         if length > limit:
-            raise _Refused(413, f"request body over {limit} bytes", "too-large")
+            raise Refused(413, f"request body over {limit} bytes", "too-large")
         if self._expect_continue and length:
             self._write(_CONTINUE)
         body = self.rfile.read(length) if length else b""
@@ -382,7 +382,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = self.close_connection or self._unread
         self._write(encode(response, close=self.close_connection))
 
-    def _refuse(self, refused: _Refused) -> None:
+    def _refuse(self, refused: Refused) -> None:
         self.close_connection = True
         # Past a timeout the client is stalled; otherwise it may still be sending.
         self._unread = refused.reason != "timeout"
@@ -397,7 +397,7 @@ class _Handler(BaseHTTPRequestHandler):
                    explain: str | None = None) -> None:
         """The stdlib's errors (bad request line, bad headers, unknown method): one line."""
         detail = message or HTTPStatus(code).phrase
-        self._refuse(_Refused(code, detail[:200], "bad-request"))
+        self._refuse(Refused(code, detail[:200], "bad-request"))
 
     def handle_expect_100(self) -> bool:
         # 100 Continue is sent by _serve once the length is known to be acceptable.

@@ -25,10 +25,10 @@ from controller.server import (
     HttpServer,
     LimitedRoute,
     LogThrottle,
+    Refused,
     Request,
     Response,
     Route,
-    _Refused,
     body_length,
 )
 from simulations.kube.certs import write_serving_pair
@@ -73,8 +73,9 @@ class Face:
 def _start(tmp_path: Path, kind: str, *, read_timeout: float = READ_TIMEOUT,
            max_connections: int = 64) -> Face:
     errors: list[str] = []
-    routes: dict[tuple[str, str], Route] = {("GET", "/healthz"): _ok, ("POST", "/echo"): _echo,
-              ("POST", "/small"): LimitedRoute(_echo, 16)}
+    routes: dict[tuple[str, str], Route] = {
+        ("GET", "/healthz"): _ok, ("POST", "/echo"): _echo,
+        ("POST", "/small"): LimitedRoute(_echo, 16)}
     tls: ssl.SSLContext | None = None
     if kind == "tls":
         cert, key, ca = write_serving_pair(tmp_path / "pair", ["127.0.0.1"])
@@ -111,21 +112,22 @@ class Answer:
 
 
 def read_answer(sock: socket.socket) -> Answer | None:
-    """One HTTP answer from ``sock``, or None if the server closed without one."""
-    data = b""
+    """One HTTP answer from ``sock``, or None if the server closed without one. Reads no
+    byte past the answer, so that pipelined answers are read one by one."""
+    head = b""
     try:
-        while b"\r\n\r\n" not in data:
-            chunk = sock.recv(65536)
-            if not chunk:
+        while not head.endswith(b"\r\n\r\n"):
+            byte = sock.recv(1)
+            if not byte:
                 return None
-            data += chunk
-        head, _, body = data.partition(b"\r\n\r\n")
-        status_line, *lines = head.decode("latin-1").split("\r\n")
+            head += byte
+        body = b""
+        status_line, *lines = head[:-4].decode("latin-1").split("\r\n")
         headers = {k.strip().lower(): v.strip()
                    for k, _, v in (line.partition(":") for line in lines)}
         length = int(headers.get("content-length", "0"))
         while len(body) < length:
-            chunk = sock.recv(65536)
+            chunk = sock.recv(length - len(body))
             if not chunk:
                 break
             body += chunk
@@ -553,7 +555,7 @@ def test_body_length_of_acceptable_framing(pairs: tuple[tuple[str, str], ...],
 ])
 def test_body_length_refuses_other_framing(pairs: tuple[tuple[str, str], ...], status: int,
                                            reason: str) -> None:
-    with pytest.raises(_Refused) as refused:
+    with pytest.raises(Refused) as refused:
         body_length(_headers(*pairs))
     assert (refused.value.status, refused.value.reason) == (status, reason)
     assert "\n" not in refused.value.detail
