@@ -473,6 +473,8 @@ class _Server(HTTPServer):
         self.read_timeout, self.max_body, self._on_error = read_timeout, max_body, on_error
         self._slots = threading.BoundedSemaphore(max_connections)
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._running = 0                  # connection threads started and not yet done
         self._handlers: set[_Handler] = set()
         self._throttle = LogThrottle()
         super().__init__(address, _Handler)
@@ -481,11 +483,13 @@ class _Server(HTTPServer):
         if not self._slots.acquire(blocking=False):
             self._turn_away(request, client_address)
             return
+        with self._lock:
+            self._running += 1
         try:
             threading.Thread(target=self._serve_connection, args=(request, client_address),
                              daemon=True, name="http-connection").start()
         except BaseException:
-            self._slots.release()
+            self._done()
             raise
 
     def _serve_connection(self, request: Any, client_address: Any) -> None:
@@ -495,7 +499,18 @@ class _Server(HTTPServer):
             self.handle_error(request, client_address)
         finally:
             self.shutdown_request(request)
-            self._slots.release()
+            self._done()
+
+    def _done(self) -> None:
+        self._slots.release()
+        with self._idle:
+            self._running -= 1
+            self._idle.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no connection thread runs (so none logs after stop()): True if so."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._running == 0, timeout)
 
     def _turn_away(self, sock: socket.socket, client_address: Any) -> None:
         """On the accept thread, so nothing here may wait: a non-blocking write of the
@@ -593,9 +608,12 @@ class HttpServer:
                  read_timeout=self.read_timeout, max_connections=self.max_connections)
 
     def stop(self) -> None:
+        """Stop accepting, wake every connection and wait (at most 5 s) until they are done."""
         if self._server is not None:
             self._server.shutdown()
             self._server.close_connections()
+            if not self._server.wait_idle(5.0):
+                log.warning("connections still open after stop", address=self.address)
             self._server.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)
