@@ -34,6 +34,7 @@ from controller.leader import AlwaysLeader, KubeLeases, LeaderElector
 from controller.lineage.mlmd import MLMDLineageStore
 from controller.lineage.worker import GateFromLineage, LineageWorker
 from controller.logs import configure_logging
+from controller.notifications.interactions import MAX_BODY as SLACK_MAX_BODY
 from controller.notifications.interactions import SlackInteractions
 from controller.notifications.slack import SlackNotifier
 from controller.notifications.socket_mode import SocketModeInteractions
@@ -41,7 +42,7 @@ from controller.policystore import PolicyStore
 from controller.providers.prometheus import PrometheusProvider
 from controller.reconciler import Reconciler
 from controller.rollout.snapshot import RolloutSnapshot
-from controller.server import HttpServer, Request, Response, Route
+from controller.server import HttpServer, LimitedRoute, Request, Response, Route
 from controller.settings import Settings
 from controller.telemetry import Telemetry
 from controller.traffic.client import KubeInferenceServices
@@ -155,19 +156,23 @@ class Daemon:
         # Three faces, three listeners: health and metrics (kubelet, Prometheus), Slack
         # interactivity (the only one an Ingress reaches), the admission webhook (TLS, the
         # API server). A path rule in an Ingress can then never expose /metrics.
+        def refused(face: str) -> Callable[[str], None]:
+            return lambda reason: self.telemetry.http_refused.labels(face, reason).inc()
+
         self.http = HttpServer(settings.listen_address, {
             ("GET", "/healthz"): self._healthz,
             ("GET", "/readyz"): self._readyz,
             ("GET", "/metrics"): self._metrics,
-        })
-        self.slack_http = (HttpServer(settings.slack.listen_address, slack_routes)
-                           if slack_routes else None)
+        }, on_error=refused("health"))
+        self.slack_http = (HttpServer(settings.slack.listen_address, slack_routes,
+                                      on_error=refused("slack")) if slack_routes else None)
         self.webhook: HttpServer | None = None
         if settings.webhook.cert_file is not None:
             self.webhook = HttpServer(settings.webhook.listen_address,
                                       {("POST", "/mutate"): self._mutate,
                                        ("POST", "/commands"): self._stamp_commands},
-                                      settings.webhook.cert_file, settings.webhook.key_file)
+                                      settings.webhook.cert_file, settings.webhook.key_file,
+                                      on_error=refused("webhook"))
 
     def _slack(self) -> tuple[list[Callable[[RolloutSnapshot], None]], dict[
             tuple[str, str], Route]]:
@@ -185,7 +190,8 @@ class Daemon:
             response_urls=tuple(slack.response_url_prefixes))
         self.socket_mode: SocketModeInteractions | None = None
         if interactions is not None:
-            routes[("POST", "/slack/interactions")] = interactions.handle
+            routes[("POST", "/slack/interactions")] = LimitedRoute(interactions.handle,
+                                                                   SLACK_MAX_BODY)
             self.socket_mode = SocketModeInteractions.from_settings(slack, interactions)
         return observers, routes
 

@@ -60,6 +60,11 @@ class Telemetry:
         self.pass_failures = Counter("rollwise_reconcile_pass_failures_total",
                                      "Reconcile passes that failed as a whole (the objects "
                                      "could not be listed).", registry=r)
+        self.http_refused = Counter("rollwise_http_refused_total",
+                                    "HTTP requests or connections refused or cut off, by face "
+                                    "(health, slack, webhook) and reason (timeout, bad-length, "
+                                    "too-many-connections, ...).", ["face", "reason"],
+                                    registry=r)
         self.last_tick = Gauge("rollwise_last_reconcile_timestamp_seconds",
                                "When the last reconcile pass finished.", registry=r)
         # Pre-initialised label values, so that alerts on increase() see the first event.
