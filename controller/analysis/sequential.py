@@ -95,12 +95,16 @@ _GRID_OFFSETS.setflags(write=False)
 
 @dataclass(frozen=True)
 class StepEvents:
-    """One step's events (errors, slow requests) and exposures (requests) per revision."""
+    """One block's (an analysis interval, or a step) events (errors, slow requests) and
+    exposures (requests) per revision, and its tempering factor ``phi`` >= 1: the block's
+    log-likelihood counts 1/phi (``controller.analysis.dispersion``; 1: requests are
+    independent draws)."""
 
     canary_events: float
     canary_exposure: float
     baseline_events: float
     baseline_exposure: float
+    phi: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -152,8 +156,11 @@ class _LogLikelihood:
         for s in steps:
             events = s.canary_events + s.baseline_events
             if s.canary_exposure > 0 and s.baseline_exposure > 0 and events > 0:
-                x.append(s.canary_events)
-                total.append(events)
+                # A tempered block counts 1/phi of its events (quasi-likelihood): the same
+                # as scaling its counts, which keeps every formula below unchanged.
+                weight = 1.0 / max(s.phi, 1.0)
+                x.append(s.canary_events * weight)
+                total.append(events * weight)
                 shift.append(math.log(s.canary_exposure / s.baseline_exposure))
         self.informative = bool(x)
         self.x = np.asarray(x, dtype=np.float64)
