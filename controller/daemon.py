@@ -1,9 +1,9 @@
-"""``rollwise run``: wires settings, the Kubernetes client, the policy store, the
-analyzer, the reconciler, leader election, the HTTP servers and the scheduler.
+"""``rollwise run``: wires settings, the Kubernetes client, the traffic routers, the policy
+store, the analyzer, the reconciler, leader election, the HTTP servers and the scheduler.
 
 I/O: this is the composition root. apscheduler drives the passes (one job, never
-overlapping, coalesced); InferenceService watches wake it early so that a deploy is
-guarded within a second, not a tick. SIGTERM and SIGINT stop it cleanly.
+overlapping, coalesced); watches of the routers' objects wake it early so that a deploy
+is guarded within a second, not a tick. SIGTERM and SIGINT stop it cleanly.
 """
 
 from __future__ import annotations
@@ -26,11 +26,14 @@ import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from controller import kube, sealkey
 from controller.analyzer import MetricAnalyzer
-from controller.events import KubeEventRecorder
 from controller.judging import Analyzer
-from controller.leader import AlwaysLeader, KubeLeases, LeaderElector
+from controller.kube import sealkey
+from controller.kube.client import KubeObjects, api_client
+from controller.kube.events import KubeEventRecorder
+from controller.kube.leases import KubeLeases
+from controller.kube.webhook import review_response, stamp_commands
+from controller.leader import AlwaysLeader, LeaderElector
 from controller.lineage.mlmd import MLMDLineageStore
 from controller.lineage.worker import GateFromLineage, LineageWorker
 from controller.logs import configure_logging
@@ -42,11 +45,10 @@ from controller.policystore import PolicyStore
 from controller.providers.prometheus import PrometheusProvider
 from controller.reconciler import Reconciler
 from controller.rollout.snapshot import RolloutSnapshot
+from controller.routers import ROUTERS
 from controller.server import HttpServer, LimitedRoute, Request, Response, Route
 from controller.settings import Settings
 from controller.telemetry import Telemetry
-from controller.traffic.client import KubeInferenceServices
-from controller.webhook import review_response, stamp_commands
 
 log = structlog.get_logger(__name__)
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
@@ -119,10 +121,14 @@ class Daemon:
         self.stop = threading.Event()
         self.exit_code = 0
         identity = f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
-        self.api = kube.api_client(settings.kubernetes, identity)
+        self.api = api_client(settings.kubernetes, identity)
         self.policies = PolicyStore(settings.policy_dir)
-        self.isvcs = KubeInferenceServices(
-            self.api, settings.kubernetes.namespaces,
+        # Every router drives the same resource today (KServe InferenceServices): one
+        # client lists them, and each object goes to the first router that supports it.
+        self.routers = ROUTERS
+        resource = self.routers[0].resource
+        self.objects = KubeObjects(
+            self.api, resource, settings.kubernetes.namespaces,
             on_api_error=lambda verb: self.telemetry.api_errors.labels(verb).inc())
         if settings.leader_election.enabled:
             self.leader: LeaderElector | AlwaysLeader = LeaderElector(
@@ -145,8 +151,9 @@ class Daemon:
         observers.append(self.lineage.submit)
         gates = GateFromLineage(MLMDLineageStore(settings.mlmd, read_only=True))
         self.reconciler = Reconciler(
-            isvcs=self.isvcs, policies=self.policies, analyzer=analyzer,
-            events=KubeEventRecorder(self.api, on_error=lambda verb:
+            objects=self.objects, routers=self.routers, policies=self.policies,
+            analyzer=analyzer,
+            events=KubeEventRecorder(self.api, resource, on_error=lambda verb:
                                      self.telemetry.api_errors.labels(verb).inc()),
             telemetry=self.telemetry, sealer=self.sealer, is_leader=self.leader.is_leader,
             clock=lambda: datetime.now().astimezone(), observers=observers, gates=gates,
@@ -181,12 +188,12 @@ class Daemon:
         slack = self.settings.slack
         observers: list[Callable[[RolloutSnapshot], None]] = []
         notifier = SlackNotifier.from_settings(slack, self.policies.get, self.telemetry.registry,
-                                               isvcs=self.isvcs, sealer=self.sealer)
+                                               isvcs=self.objects, sealer=self.sealer)
         if notifier is not None:
             observers.append(notifier)
         routes: dict[tuple[str, str], Route] = {}
         interactions = SlackInteractions.from_settings(
-            slack, self.policies.get, self.isvcs, sealer=self.sealer, team_id=slack.team_id,
+            slack, self.policies.get, self.objects, sealer=self.sealer, team_id=slack.team_id,
             response_urls=tuple(slack.response_url_prefixes))
         self.socket_mode: SocketModeInteractions | None = None
         if interactions is not None:
@@ -213,7 +220,8 @@ class Daemon:
         return Response(200, generate_latest(self.telemetry.registry), CONTENT_TYPE_LATEST)
 
     def _mutate(self, request: Request) -> Response:
-        return _review(request, lambda review: review_response(review, self.policies.get))
+        return _review(request, lambda review: review_response(review, self.policies.get,
+                                                               self.routers))
 
     def _stamp_commands(self, request: Request) -> Response:
         return _review(request, lambda review: stamp_commands(review, self.sealer))
@@ -264,7 +272,7 @@ class Daemon:
                                seconds=self.settings.tick_seconds, id="reload-policies",
                                max_instances=1, coalesce=True)
         self.scheduler.start()
-        self.isvcs.watch_forever(self.wake, self.stop)
+        self.objects.watch_forever(self.wake, self.stop)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._signal)
         self.stop.wait()

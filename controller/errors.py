@@ -5,9 +5,14 @@ reconciler and the CLI never see an ``ApiException`` or a ``urllib3`` error.
 ::
 
     RollwiseError
-     +-- KubeError                  a Kubernetes API call failed (names namespace/name)
+     +-- KubeError                  a Kubernetes API call failed (names the object, and the
+     |    |                         HTTP status when there was an answer: ``status``)
      |    +-- Conflict              409: the object changed since it was read; re-read
+     |    |    +-- LeaseConflict    the leader Lease changed since it was read
      |    +-- Rejected              400/413/422: the API server refused the write as invalid
+     |    +-- LeaseUnavailable      a Lease request failed; ``kind`` says how
+     +-- KubeConfigError            no usable way to reach the API server (says what was tried)
+     +-- Unsupported                the object opted in, but no traffic router can drive it
      +-- StateUnreadable            an annotation Rollwise keeps is not one it wrote, or is
                                     inconsistent with the policy; the object is not acted on
 
@@ -22,7 +27,12 @@ class RollwiseError(Exception):
 
 
 class KubeError(RollwiseError):
-    """A Kubernetes API call failed; the message names the object and the API's answer."""
+    """A Kubernetes API call failed; the message names the object and the API's answer.
+    ``status`` is the HTTP status of that answer (None: no answer, e.g. connection refused)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class Conflict(KubeError):
@@ -32,6 +42,28 @@ class Conflict(KubeError):
 class Rejected(KubeError):
     """The API server refused the write as invalid (HTTP 400, 413, 422): retrying the same
     write cannot succeed, so the object is reported, not retried in a loop."""
+
+
+class LeaseConflict(Conflict):
+    """The Lease changed, appeared or vanished since it was read (409, or 404 on replace)."""
+
+
+class LeaseUnavailable(KubeError):
+    """A Lease request failed; ``kind`` says how (``http-503``, ``ConnectionRefusedError``)."""
+
+    def __init__(self, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class KubeConfigError(RollwiseError):
+    """No usable way to reach the API server; the message says what was tried."""
+
+
+class Unsupported(RollwiseError):
+    """The object opted in (``rollwise.io/policy``) but no traffic router can drive it (a
+    KServe InferenceService in Standard mode, say): the message says why. It is reported on
+    the object and left alone, never silently "managed"."""
 
 
 class StateUnreadable(RollwiseError):

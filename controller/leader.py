@@ -1,7 +1,8 @@
 """Leader election on a coordination.k8s.io Lease: our own small loop with client-go's
 rules, in which no error ends the loop and leading is a deadline, never a flag. I/O (a
-thread and the Lease adapter); every decision is taken on an injected clock, so the unit
-tests drive ``attempt()`` on a fake clock with ``InMemoryLeases``.
+thread, and the Lease adapter ``controller.kube.leases``); every decision is taken on an
+injected clock, so the unit tests drive ``attempt()`` on a fake clock with
+``controller.kube.fakes.InMemoryLeases``.
 
 Callers: ``controller.daemon`` builds ``LeaderElector(KubeLeases(...), ...)``; the
 reconciler asks ``is_leader()`` before each object and again right before each write.
@@ -65,61 +66,21 @@ requests succeed again.
 
 from __future__ import annotations
 
-import copy
-import itertools
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Protocol
 
 import structlog
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
+from controller.errors import LeaseConflict, LeaseUnavailable
+from controller.kube import LeaseClient, LeaseRecord
 from controller.settings import LeaderElectionSettings
 
 log = structlog.get_logger(__name__)
 CONFLICT = "conflict"
-
-
-@dataclass(frozen=True)
-class LeaseRecord:
-    """What a Lease says about leadership. ``resource_version`` is None until stored."""
-
-    holder: str | None
-    lease_duration_seconds: int | None = None
-    acquire_time: datetime | None = None
-    renew_time: datetime | None = None
-    lease_transitions: int = 0
-    resource_version: str | None = None
-
-
-class LeaseConflict(Exception):
-    """The Lease changed, appeared or vanished since it was read (409, or 404 on replace)."""
-
-
-class LeaseUnavailable(Exception):
-    """A Lease request failed; ``kind`` says how (``http-503``, ``ConnectionRefusedError``)."""
-
-    def __init__(self, message: str, kind: str) -> None:
-        super().__init__(message)
-        self.kind = kind
-
-
-class LeaseClient(Protocol):
-    """The Lease seam: ``KubeLeases`` on the API server, ``InMemoryLeases`` in tests."""
-
-    def get(self, namespace: str, name: str) -> LeaseRecord | None:
-        """The Lease, or None when there is none."""
-
-    def create(self, namespace: str, name: str, record: LeaseRecord) -> LeaseRecord:
-        """Create the Lease; LeaseConflict if it exists."""
-
-    def replace(self, namespace: str, name: str, record: LeaseRecord) -> LeaseRecord:
-        """Replace it if ``record.resource_version`` is still current, else LeaseConflict."""
 
 
 def _nothing() -> None:
@@ -376,166 +337,6 @@ class LeaderElector:
                 return self._retry
             left = self._renewed_at + self._deadline - self._clock()
         return min(self._retry, left + 0.01) if left > 0 else self._retry
-
-
-class KubeLeases:
-    """``LeaseClient`` on coordination.k8s.io/v1. Its own connection pool, copied from the
-    daemon's client (same credentials and User-Agent) with urllib3's retries off: each
-    request is ONE attempt bounded by ``timeout`` (half the renew deadline), where the
-    default three retries could have made it four times longer. The Lease belongs to
-    the controller: a replace writes name, resourceVersion and spec only."""
-
-    def __init__(self, api: client.ApiClient, settings: LeaderElectionSettings) -> None:
-        configuration = copy.copy(api.configuration)
-        configuration.retries = False
-        own = client.ApiClient(configuration)
-        own.user_agent = api.user_agent
-        self._api = client.CoordinationV1Api(own)
-        self.timeout = settings.renew_deadline_seconds / 2
-
-    def get(self, namespace: str, name: str) -> LeaseRecord | None:
-        try:
-            return _record(self._api.read_namespaced_lease(
-                name, namespace, _request_timeout=self.timeout))
-        except ApiException as err:
-            if err.status == 404:
-                return None
-            raise _unavailable("read", namespace, name, err) from err
-        except Exception as err:
-            raise _unavailable("read", namespace, name, err) from err
-
-    def create(self, namespace: str, name: str, record: LeaseRecord) -> LeaseRecord:
-        return self._write("create", namespace, name, record)
-
-    def replace(self, namespace: str, name: str, record: LeaseRecord) -> LeaseRecord:
-        return self._write("replace", namespace, name, record)
-
-    def _write(self, verb: str, namespace: str, name: str, record: LeaseRecord) -> LeaseRecord:
-        body = client.V1Lease(
-            metadata=client.V1ObjectMeta(name=name, namespace=namespace,
-                                         resource_version=record.resource_version),
-            spec=client.V1LeaseSpec(
-                holder_identity=record.holder,
-                lease_duration_seconds=record.lease_duration_seconds,
-                acquire_time=record.acquire_time, renew_time=record.renew_time,
-                lease_transitions=record.lease_transitions))
-        try:
-            if verb == "create":
-                written = self._api.create_namespaced_lease(namespace, body,
-                                                            _request_timeout=self.timeout)
-            else:
-                written = self._api.replace_namespaced_lease(name, namespace, body,
-                                                             _request_timeout=self.timeout)
-        except ApiException as err:
-            if err.status == 409 or (err.status == 404 and verb == "replace"):
-                raise LeaseConflict(f"Lease {namespace}/{name} changed since it was read "
-                                    f"({err.status} on {verb})") from err
-            raise _unavailable(verb, namespace, name, err) from err
-        except Exception as err:
-            raise _unavailable(verb, namespace, name, err) from err
-        return _record(written)
-
-
-def _unavailable(verb: str, namespace: str, name: str, err: Exception) -> LeaseUnavailable:
-    if isinstance(err, ApiException):
-        kind, why = f"http-{err.status}", f"HTTP {err.status} {err.reason}"
-    else:
-        kind, why = type(err).__name__, str(err) or repr(err)
-    return LeaseUnavailable(f"cannot {verb} Lease {namespace}/{name}: {why}", kind)
-
-
-def _record(lease: client.V1Lease) -> LeaseRecord:
-    spec = lease.spec or client.V1LeaseSpec()
-    return LeaseRecord(
-        holder=spec.holder_identity or None,
-        lease_duration_seconds=spec.lease_duration_seconds,
-        acquire_time=spec.acquire_time, renew_time=spec.renew_time,
-        lease_transitions=spec.lease_transitions or 0,
-        resource_version=lease.metadata.resource_version if lease.metadata else None)
-
-
-Interceptor = Callable[[str, str], None]
-"""Called with (verb, stage): stage "request" before the store applies a call, "response"
-after it applied it and before the caller gets the answer. It may block (a slow or hung
-API server) or raise (a failed request, or a lost answer to an applied write)."""
-
-
-class InMemoryLeases:
-    """``LeaseClient`` in memory with fault injection, for tests. Thread-safe. Verbs are
-    "get", "create", "replace". ``fail_next`` queues exceptions; ``interceptor`` sees
-    every call at both stages (delays, hangs, pauses, lost answers)."""
-
-    def __init__(self, interceptor: Interceptor | None = None) -> None:
-        self.interceptor = interceptor
-        self.calls: list[str] = []
-        self._lock = threading.Lock()
-        self._leases: dict[tuple[str, str], LeaseRecord] = {}
-        self._versions = itertools.count(1)
-        self._faults: deque[tuple[str | None, str, BaseException]] = deque()
-
-    def fail_next(self, *errors: BaseException, verb: str | None = None,
-                  after_applying: bool = False) -> None:
-        """The next calls (of ``verb``, or any) raise these, in order; ``after_applying``:
-        the store applies the call first, and the answer is lost."""
-        with self._lock:
-            stage = "response" if after_applying else "request"
-            self._faults.extend((verb, stage, error) for error in errors)
-
-    def stored(self, namespace: str, name: str) -> LeaseRecord | None:
-        """What the store holds now (no faults, not recorded in ``calls``)."""
-        with self._lock:
-            return self._leases.get((namespace, name))
-
-    def put(self, namespace: str, name: str, record: LeaseRecord | None) -> None:
-        """Write or delete the Lease unconditionally, as a person with kubectl would."""
-        with self._lock:
-            if record is None:
-                self._leases.pop((namespace, name), None)
-            else:
-                self._store(namespace, name, record)
-
-    def get(self, namespace: str, name: str) -> LeaseRecord | None:
-        self._stage("get", "request")
-        with self._lock:
-            found = self._leases.get((namespace, name))
-        self._stage("get", "response")
-        return found
-
-    def create(self, namespace: str, name: str, record: LeaseRecord) -> LeaseRecord:
-        self._stage("create", "request")
-        with self._lock:
-            if (namespace, name) in self._leases:
-                raise LeaseConflict(f"Lease {namespace}/{name} already exists")
-            written = self._store(namespace, name, record)
-        self._stage("create", "response")
-        return written
-
-    def replace(self, namespace: str, name: str, record: LeaseRecord) -> LeaseRecord:
-        self._stage("replace", "request")
-        with self._lock:
-            current = self._leases.get((namespace, name))
-            if current is None or current.resource_version != record.resource_version:
-                raise LeaseConflict(f"Lease {namespace}/{name} changed since it was read")
-            written = self._store(namespace, name, record)
-        self._stage("replace", "response")
-        return written
-
-    def _store(self, namespace: str, name: str, record: LeaseRecord) -> LeaseRecord:
-        written = replace(record, resource_version=str(next(self._versions)))
-        self._leases[(namespace, name)] = written
-        return written
-
-    def _stage(self, verb: str, stage: str) -> None:
-        if stage == "request":
-            with self._lock:
-                self.calls.append(verb)
-        if self.interceptor is not None:
-            self.interceptor(verb, stage)
-        with self._lock:
-            for fault in self._faults:
-                if fault[0] in (None, verb) and fault[1] == stage:
-                    self._faults.remove(fault)
-                    raise fault[2]
 
 
 class AlwaysLeader:

@@ -1,15 +1,15 @@
-"""The reconciler: one pass over every managed InferenceService, reading like the story
-of a rollout.
+"""The reconciler: one pass over every managed object, reading like the story of a rollout.
 
-For each object: find its policy, read its state and what KServe says, judge the
-canary when its analysis is due (``controller.judging``: the pass never waits on a slow
-metric source), let the state machine decide, then write traffic and state together in
-one patch fenced by resourceVersion (on 409 do nothing: the next pass re-reads). Side
-effects (Events, metrics, logs) follow the committed write only. Each object is
-reconciled inside its own error boundary.
+For each object: find its policy, read its state and what serves (through the traffic
+router that drives it, ``controller.routers``), judge the canary when its analysis is due
+(``controller.judging``: the pass never waits on a slow metric source), let the state
+machine decide, then write traffic and state together in one patch fenced by
+resourceVersion (on 409 do nothing: the next pass re-reads). Side effects (Events,
+metrics, logs) follow the committed write only. Each object is reconciled inside its own
+error boundary; an object no router can drive is reported on itself and left alone.
 
-I/O through the protocols it is given (``InferenceServices``, ``Analyzer``,
-``EventRecorder``, ``GateEvaluator``), so tests run it on in-memory fakes.
+I/O through the protocols it is given (``controller.kube.Objects``, ``Analyzer``,
+``EventRecorder``, ``GateEvaluator``), so tests run it on the shipped in-memory fakes.
 """
 
 from __future__ import annotations
@@ -24,8 +24,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from controller.errors import RollwiseError
-from controller.events import MAX_EVENT_MESSAGE, EventRecorder
+from controller.errors import Conflict, Rejected, RollwiseError, Unsupported
 from controller.judging import (
     AnalysisRequest,
     Analyzer,
@@ -34,15 +33,27 @@ from controller.judging import (
     JudgeRunner,
     request_for,
 )
+from controller.kube import EventRecorder, Objects
+from controller.kube.annotations import STATE_ANNOTATION, NothingToRestore
+from controller.kube.managed import Managed, read_managed, rollout_patch
 from controller.policy.model import RolloutPolicy
 from controller.policystore import PolicyStore
-from controller.rollout.machine import Event, GateResult, Judgement, Result, decide, state_problem
+from controller.rollout.machine import (
+    MAX_EVENT_MESSAGE,
+    Event,
+    GateResult,
+    Judgement,
+    Result,
+    decide,
+    gate_due,
+    state_problem,
+    with_event_records,
+)
 from controller.rollout.seal import Sealer
 from controller.rollout.snapshot import RolloutSnapshot
-from controller.rollout.state import STATE_ANNOTATION, EventRecord, Phase, RolloutState
+from controller.rollout.state import Phase, RolloutState
+from controller.routers.base import TrafficRouter
 from controller.telemetry import Telemetry
-from controller.traffic import Conflict, InferenceServices, Rejected
-from controller.traffic.kserve import Managed, NothingToRestore, read_managed, rollout_patch
 
 log = structlog.get_logger(__name__)
 
@@ -63,7 +74,8 @@ class NoLineageGate:
 
 @dataclass
 class Reconciler:
-    isvcs: InferenceServices
+    objects: Objects                # the objects of the routers' resource
+    routers: Sequence[TrafficRouter]  # asked in order: the first that supports one drives it
     policies: PolicyStore
     analyzer: Analyzer
     events: EventRecorder
@@ -95,7 +107,7 @@ class Reconciler:
             self.analyzer, self._judged)
 
     def run_once(self) -> None:
-        """One pass over every managed InferenceService.
+        """One pass over every managed object.
 
         Only a failure to list the objects fails the pass (the API is unreachable: nothing
         can be done anywhere). Everything about one object happens inside its own error
@@ -107,7 +119,7 @@ class Reconciler:
         reload = self.policies.reload()
         if reload.changed:
             self.telemetry.policy_problems.set(len(reload.problems))
-        objects = self.isvcs.list()
+        objects = self.objects.list()
         listed = {_key_of(obj) for obj in objects}
         for key in set(self._failing) - listed:
             self._failing.pop(key)  # deleted, or no longer watched
@@ -162,7 +174,7 @@ class Reconciler:
 
     def _read(self, obj: Mapping[str, Any]) -> Managed | None:
         try:
-            managed = read_managed(obj, self.sealer)
+            managed = read_managed(obj, self.routers, self.sealer)
         except Exception as err:  # a malformed object must not stop the others
             meta = _meta(obj)
             self._object_failed(_key_of(obj), str(meta.get("namespace", "")),
@@ -186,7 +198,8 @@ class Reconciler:
     def _object_failed(self, key: str, namespace: str, name: str, uid: str, stage: str,
                        err: Exception) -> None:
         """Report once per distinct failure: a log line with the traceback for a bug, a
-        Warning Event on the object, the metrics."""
+        Warning Event on the object, the metrics. An object no router can drive is one
+        such failure, with its own Event reason."""
         why = f"{type(err).__name__}: {err}"[:MAX_EVENT_MESSAGE - 100]
         self.telemetry.object_errors.labels(stage).inc()
         if self._failing.get(key) == why:
@@ -198,7 +211,8 @@ class Reconciler:
         if namespace and name:
             self.events.record(namespace, name, uid,
                                key=f"failed:{uid}:{hashlib.sha256(why.encode()).hexdigest()}",
-                               reason="ReconcileFailed", warning=True, at=self.clock(),
+                               reason="Unsupported" if isinstance(err, Unsupported)
+                               else "ReconcileFailed", warning=True, at=self.clock(),
                                message=f"not reconciled ({stage}): {why}; other rollouts "
                                        "are not affected")
 
@@ -298,9 +312,9 @@ class Reconciler:
         if problem is not None:
             self._report_once(item, f"state:{problem}", "StateUnreadable",
                               f"{problem}; not acting until it is fixed, or removed with "
-                              f"`kubectl annotate inferenceservice {item.name} -n "
-                              f"{item.namespace} {STATE_ANNOTATION}-` (Rollwise then adopts "
-                              "what serves)")
+                              f"`kubectl annotate {item.router.resource.kind.lower()} "
+                              f"{item.name} -n {item.namespace} {STATE_ANNOTATION}-` "
+                              "(Rollwise then adopts what serves)")
             return None
         problems = self.policies.problems_for(item.policy)
         if problems:
@@ -311,14 +325,12 @@ class Reconciler:
                               f"version stays in force: {problems[0]}")
         else:
             self._reported.pop(item.key, None)
-        gate = None
-        if (policy.spec.gates.pre_rollout is not None and item.state is not None
-                and item.state.phase == Phase.PENDING
-                and item.observation.spec_hash == item.state.spec_hash):
-            gate = self.gates.evaluate(item, policy)
+        gate = (self.gates.evaluate(item, policy)
+                if gate_due(item.state, policy.spec, item.observation) else None)
         observation = replace(item.observation, watched_since=self._watch(item.key, now))
         result = decide(item.state, item.policy, policy.spec, observation, now,
-                        judgement=judgement, commands=item.commands, gate=gate)
+                        judgement=judgement, commands=item.commands, gate=gate,
+                        router=item.router)
         if not self._changed(item, result, item.bad_commands):
             return result.state
         assert result.state is not None
@@ -329,23 +341,20 @@ class Reconciler:
             self.events.record(item.namespace, item.name, item.uid,
                                key=f"refused:{item.uid}:{why}", reason="CommandRefused",
                                message=why[:MAX_EVENT_MESSAGE], warning=True, at=now)
-        promoted = (result.state.phase == Phase.SUCCEEDED and
-                    (item.state is None or item.state.phase != Phase.SUCCEEDED))
         try:
-            patch = rollout_patch(
-                item, result.state, result.traffic, result.handled, sealer=self.sealer,
-                last_good={k: v for k, v in item.predictor.items()
-                           if k != "canaryTrafficPercent"} if promoted else None)
+            patch = rollout_patch(item, result.state, result.traffic, result.handled,
+                                  sealer=self.sealer, promoted=result.promoted)
         except NothingToRestore as err:
             bound.warning("cannot restore the previous spec", error=str(err))
             self.events.record(item.namespace, item.name, item.uid,
                                key=f"{result.state.id}:no-restore", reason="RestoreFailed",
                                message=str(err), warning=True, at=now)
-            patch = rollout_patch(item, result.state, None, result.handled, sealer=self.sealer)
+            patch = rollout_patch(item, result.state, None, result.handled, sealer=self.sealer,
+                                  promoted=result.promoted)
         if not self.is_leader():
             return item.state
         try:
-            self.isvcs.patch(item.namespace, item.name, patch)
+            self.objects.patch(item.namespace, item.name, patch)
         except Conflict:
             self.telemetry.conflicts.inc()
             bound.info("object changed since read; retrying next pass")
@@ -404,15 +413,3 @@ def _key_of(obj: Mapping[str, Any]) -> str:
     meta = _meta(obj)
     return f"{meta.get('namespace', '?')}/{meta.get('name', '?')}"
 
-
-def with_event_records(result: Result) -> Result:
-    """The result with its Events kept in the state it commits (replacing the previous
-    transition's): what a restart needs to record an Event it missed."""
-    state = result.state
-    if state is None:
-        return result
-    records = tuple(
-        EventRecord(key=f"{state.id}:{e.reason}:{state.step}:{state.phase_since.isoformat()}",
-                    reason=e.reason, message=e.message[:MAX_EVENT_MESSAGE], warning=e.warning)
-        for e in result.events)
-    return replace(result, state=state.evolve(last_events=records))

@@ -180,7 +180,8 @@ def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
 
 
 def _phases(world: World, names: Sequence[str]) -> dict[str, str]:
-    from controller.rollout.state import STATE_ANNOTATION, RolloutState
+    from controller.kube.annotations import STATE_ANNOTATION
+    from controller.rollout.state import RolloutState
 
     out = {}
     for name in names:

@@ -27,8 +27,8 @@ import kubernetes.client
 import yaml
 from kubernetes.client.exceptions import ApiException
 
-from controller.rollout.state import ANNOTATION_KEYS
-from controller.traffic.kserve import storage_uri
+from controller.kube.annotations import ANNOTATION_KEYS
+from controller.routers.kserve_knative import storage_uri
 from simulations.endpoints import Behaviour, EndpointFleet, MetricsFlavour
 from simulations.kserve import rules
 from simulations.kserve.controller import RevisionEvent, SimulatedKServe

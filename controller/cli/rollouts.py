@@ -8,7 +8,6 @@ acts on it within one interval, and it leaves an audit trail (Events).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import uuid
 from collections.abc import Callable, Mapping
@@ -18,14 +17,20 @@ from typing import Any
 
 import click
 from kubernetes import config
-from kubernetes.client.exceptions import ApiException
 
-from controller.commands import CommandNotDelivered, submit_command
-from controller.kube import KubeConfigError, current_user
-from controller.rollout.state import COMMANDS_ANNOTATION, Command, CommandAction, Phase
-from controller.traffic import Conflict
-from controller.traffic.client import KubeInferenceServices
-from controller.traffic.kserve import DeployRefused, deploy_patch, raw_commands, read_managed
+from controller.errors import Conflict, KubeConfigError, KubeError, Unsupported
+from controller.kube.annotations import (
+    COMMANDS_ANNOTATION,
+    annotations_of,
+    raw_commands,
+    read_stored,
+)
+from controller.kube.client import KubeObjects, current_user
+from controller.kube.commands import CommandNotDelivered, submit_command
+from controller.kube.managed import read_managed
+from controller.rollout.state import Command, CommandAction, Phase
+from controller.routers import ROUTERS
+from controller.routers.kserve_knative import KNATIVE, DeployRefused, deploy_patch
 
 
 class _Target:
@@ -41,19 +46,16 @@ class _Target:
                 f"cannot load kubeconfig {kubeconfig or '~/.kube/config'}: {err}"))) from err
         self.namespace = namespace or (active or {}).get("context", {}).get("namespace") \
             or "default"
-        self.isvcs = KubeInferenceServices(self.api, [self.namespace])
+        self.isvcs = self.objects([self.namespace])
+
+    def objects(self, namespaces: list[str]) -> KubeObjects:
+        """The InferenceServices (the resource today's routers drive) in ``namespaces``."""
+        return KubeObjects(self.api, KNATIVE.resource, namespaces)
 
 
 def _split(target: _Target, ref: str) -> tuple[str, str]:
     namespace, _, name = ref.rpartition("/")
     return namespace or target.namespace, name
-
-
-def _api_error(err: ApiException, what: str) -> click.ClickException:
-    reason = err.reason or ""
-    with contextlib.suppress(ValueError):
-        reason = json.loads(err.body or "{}").get("message", reason)
-    return click.ClickException(f"{what}: HTTP {err.status}: {reason}")
 
 
 kube_options = [
@@ -80,11 +82,28 @@ def _age(since: datetime | None, now: datetime) -> str:
     return f"{seconds}s"
 
 
+def _unsupported_row(obj: Mapping[str, Any], why: str, now: datetime) -> dict[str, Any]:
+    stored = read_stored(obj)
+    assert stored is not None           # only an object that opted in is unsupported
+    state = stored.state
+    return {"namespace": stored.namespace, "name": stored.name, "policy": stored.policy,
+            "phase": "Unsupported", "step": None, "canaryPercent": None,
+            "canaryRevision": None, "stableRevision": None, "lastVerdict": "",
+            "lastDecision": why, "pause": None, "approvals": [],
+            "rollout": state.id if state else None,
+            "age": _age(state.started_at if state else None, now)}
+
+
 def status_rows(objects: list[Mapping[str, Any]], now: datetime) -> list[dict[str, Any]]:
-    """One row per managed InferenceService, as `rollwise status` prints it."""
+    """One row per managed InferenceService, as `rollwise status` prints it; one that no
+    router can drive shows as ``Unsupported``, with the reason."""
     rows = []
     for obj in objects:
-        managed = read_managed(obj)
+        try:
+            managed = read_managed(obj, ROUTERS)
+        except Unsupported as err:
+            rows.append(_unsupported_row(obj, str(err), now))
+            continue
         if managed is None:
             continue
         state = managed.state
@@ -120,11 +139,11 @@ def status(kubeconfig: Path | None, context: str | None, namespace: str | None,
            name: str | None, all_namespaces: bool, output: str) -> None:
     """Show managed InferenceServices and their rollouts."""
     target = _Target(kubeconfig, context, namespace)
-    isvcs = KubeInferenceServices(target.api, [] if all_namespaces else [target.namespace])
+    isvcs = target.objects([] if all_namespaces else [target.namespace])
     try:
         objects = isvcs.list()
-    except ApiException as err:
-        raise _api_error(err, "cannot list InferenceServices") from err
+    except KubeError as err:
+        raise click.ClickException(str(err)) from err
     rows = status_rows(objects, datetime.now(UTC))
     if name:
         rows = [r for r in rows if r["name"] == name]
@@ -151,11 +170,11 @@ def _send(action: CommandAction, ref: str, kubeconfig: Path | None, context: str
     ns, name = _split(target, ref)
     try:
         obj = target.isvcs.get(ns, name)
-    except ApiException as err:
-        raise _api_error(err, f"cannot read {ns}/{name}") from err
+    except KubeError as err:
+        raise click.ClickException(str(err)) from err
     if obj is None:
         raise click.ClickException(f"{ns}/{name}: no such InferenceService")
-    managed = read_managed(obj)
+    managed = read_stored(obj)
     if managed is None:
         raise click.ClickException(f"{ns}/{name} is not managed by Rollwise "
                                    "(no rollwise.io/policy annotation)")
@@ -167,7 +186,7 @@ def _send(action: CommandAction, ref: str, kubeconfig: Path | None, context: str
         step = state.step if step is None else step - 1
     try:
         who = current_user(target.api)
-    except ApiException:
+    except KubeError:
         who = "unknown"
     # ``by`` is only a claim: the commands admission webhook replaces it with the user the
     # API server authenticated, and the controller acts only on entries it stamped.
@@ -176,12 +195,10 @@ def _send(action: CommandAction, ref: str, kubeconfig: Path | None, context: str
     try:
         submit_command(target.isvcs, ns, name, command)
         written = target.isvcs.get(ns, name)
-    except ApiException as err:
-        raise _api_error(err, f"cannot annotate {ns}/{name}") from err
-    except CommandNotDelivered as err:
+    except (KubeError, CommandNotDelivered) as err:
         raise click.ClickException(str(err)) from err
-    entry = next((e for e in raw_commands(((written or {}).get("metadata") or {}).get(
-        "annotations", {}).get(COMMANDS_ANNOTATION)) if e.get("id") == command.id), None)
+    entry = next((e for e in raw_commands(annotations_of(written or {}).get(
+        COMMANDS_ANNOTATION)) if e.get("id") == command.id), None)
     if entry is not None and "seal" not in entry:
         raise click.ClickException(
             f"command {command.id} was written to {ns}/{name} but not authenticated by the "
@@ -234,7 +251,10 @@ def deploy(kubeconfig: Path | None, context: str | None, namespace: str | None, 
     uri = storage_uri
     target = _Target(kubeconfig, context, namespace)
     ns, name = _split(target, ref)
-    obj = target.isvcs.get(ns, name)
+    try:
+        obj = target.isvcs.get(ns, name)
+    except KubeError as err:
+        raise click.ClickException(str(err)) from err
     if obj is None:
         raise click.ClickException(f"{ns}/{name}: no such InferenceService")
     try:
@@ -245,11 +265,11 @@ def deploy(kubeconfig: Path | None, context: str | None, namespace: str | None, 
         raise click.ClickException(f"{ns}/{name} already serves {uri}")
     try:
         target.isvcs.patch(ns, name, patch)
-    except ApiException as err:
-        raise _api_error(err, f"cannot update {ns}/{name}") from err
     except Conflict as err:
         raise click.ClickException(f"{ns}/{name} changed while deploying; try again ({err})") \
             from err
+    except KubeError as err:
+        raise click.ClickException(str(err)) from err
     click.echo(f"deployed {uri} to {ns}/{name}; canary held at 0% until its revision is ready")
 
 

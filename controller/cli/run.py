@@ -7,7 +7,7 @@ import sys
 import click
 from pydantic import ValidationError
 
-from controller.kube import KubeConfigError
+from controller.errors import KubeConfigError
 from controller.settings import load_settings
 
 

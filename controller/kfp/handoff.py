@@ -1,11 +1,12 @@
 """Hand a model from a Kubeflow pipeline to Rollwise: the logic of the KFP component.
 
-I/O through the ``InferenceServices`` protocol only (the official kubernetes client in a
-pod; an in-memory fake in tests): no ``kfp``, no ``ml_metadata``. One merge patch, fenced
-by resourceVersion, sets the predictor's storageUri, holds ``canaryTrafficPercent`` at 0
-(like ``rollwise deploy``: the model gets no traffic before Rollwise has gated and
-analysed it) and records the model's MLMD artifact id in ``rollwise.io/model-artifact-id``.
-Re-running the step (a KFP retry) changes nothing once the model is handed over.
+I/O through the ``controller.kube.Objects`` protocol only (the official kubernetes
+client in a pod; the shipped in-memory fake in tests): no ``kfp``, no ``ml_metadata``.
+One merge patch, fenced by resourceVersion, sets the predictor's storageUri, holds
+``canaryTrafficPercent`` at 0 (like ``rollwise deploy``: the model gets no traffic before
+Rollwise has gated and analysed it) and records the model's MLMD artifact id in
+``rollwise.io/model-artifact-id``. Re-running the step (a KFP retry) changes nothing once
+the model is handed over.
 
 ``python -m controller.kfp.handoff --executor-input '{{$}}' --namespace NS
 --inference-service NAME`` is what the component's container runs: KFP replaces ``{{$}}``
@@ -25,17 +26,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kubernetes.client.exceptions import ApiException
-
-from controller.kube import KubeConfigError, api_client
-from controller.rollout.state import POLICY_ANNOTATION
+from controller.errors import Conflict, KubeConfigError, KubeError
+from controller.kube import Objects
+from controller.kube.annotations import (
+    POLICY_ANNOTATION,
+    annotations_of,
+    model_artifact_annotations,
+)
+from controller.kube.client import KubeObjects, api_client
+from controller.routers.kserve_knative import KNATIVE, DeployRefused
+from controller.routers.kserve_knative import deploy_patch as kserve_deploy_patch
 from controller.settings import KubernetesSettings
-from controller.traffic import Conflict, InferenceServices
-from controller.traffic.client import KubeInferenceServices
-from controller.traffic.kserve import DeployRefused
-from controller.traffic.kserve import deploy_patch as kserve_deploy_patch
 
-MODEL_ARTIFACT_ANNOTATION = "rollwise.io/model-artifact-id"
 MAX_ATTEMPTS = 5
 
 _LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -97,7 +99,8 @@ def model_from_executor_input(executor_input: str | Mapping[str, Any],
 
 def deploy_patch(obj: Mapping[str, Any], storage_uri: str, *,
                  annotations: Mapping[str, str] | None = None) -> dict[str, Any] | None:
-    """``controller.traffic.kserve.deploy_patch``, with its refusal as a HandoffError."""
+    """``controller.routers.kserve_knative.deploy_patch``, with its refusal as a
+    HandoffError."""
     try:
         return kserve_deploy_patch(obj, storage_uri, annotations=annotations)
     except DeployRefused as err:
@@ -121,20 +124,19 @@ def _check_inputs(namespace: str, name: str, model: ModelInput) -> None:
                            "(s3://, gs://, pvc://, oci://, ...)")
 
 
-def hand_over(isvcs: InferenceServices, namespace: str, name: str, model: ModelInput, *,
+def hand_over(isvcs: Objects, namespace: str, name: str, model: ModelInput, *,
               attempts: int = MAX_ATTEMPTS) -> Handoff:
     """Deploy ``model`` to the managed InferenceService, held at 0% for Rollwise; retried
     when the object changes between read and write."""
     _check_inputs(namespace, name, model)
     uri = serving_uri(model.uri)
     key = f"{namespace}/{name}"
-    annotations = {} if model.artifact_id is None else {
-        MODEL_ARTIFACT_ANNOTATION: str(model.artifact_id)}
+    annotations = model_artifact_annotations(model.artifact_id)
     for _ in range(max(1, attempts)):
         obj = isvcs.get(namespace, name)
         if obj is None:
             raise HandoffError(f"{key}: no such InferenceService")
-        if not ((obj.get("metadata") or {}).get("annotations") or {}).get(POLICY_ANNOTATION):
+        if not annotations_of(obj).get(POLICY_ANNOTATION):
             raise HandoffError(f"{key} is not managed by Rollwise (no {POLICY_ANNOTATION} "
                                "annotation): nothing would move the model past 0%")
         patch = deploy_patch(obj, uri, annotations=annotations)
@@ -170,14 +172,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         model = model_from_executor_input(args.executor_input, args.model_input)
         api = api_client(KubernetesSettings(kubeconfig=args.kubeconfig))
-        isvcs = KubeInferenceServices(api, [args.namespace])
+        isvcs = KubeObjects(api, KNATIVE.resource, [args.namespace])
         result = hand_over(isvcs, args.namespace, args.inference_service, model)
     except (HandoffError, KubeConfigError) as err:
         print(f"rollwise handoff: {err}", file=sys.stderr)
         return 1
-    except ApiException as err:
-        print(f"rollwise handoff: Kubernetes API error: HTTP {err.status} {err.reason}: "
-              f"{(err.body or '')[:300]}", file=sys.stderr)
+    except KubeError as err:
+        print(f"rollwise handoff: Kubernetes API error: {err}", file=sys.stderr)
         return 1
     print(result.message)
     return 0

@@ -24,12 +24,12 @@ from typing import Protocol
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from controller.kube.managed import Managed
 from controller.lineage import Evaluation, LineageStore, LineageUnavailable
 from controller.lineage.gate import evaluate_gate
 from controller.policy.model import RolloutPolicy
 from controller.rollout.machine import GateResult
 from controller.rollout.snapshot import RolloutSnapshot
-from controller.traffic.kserve import Managed
 
 log = structlog.get_logger(__name__)
 

@@ -7,7 +7,7 @@ I/O
 In: ``POST /slack/interactions`` (``handle``: a ``controller.server.Request``), or a
 Socket Mode ``interactive`` envelope (``process``, from ``socket_mode``). Out: the HTTP
 status (``controller.server.Response``); at most one command appended through
-``controller.commands.submit_command``; one ephemeral reply to the clicking user
+``controller.kube.commands.submit_command``; one ephemeral reply to the clicking user
 (through the payload's ``response_url``, else ``chat.postEphemeral``); Slack
 ``usergroups.users.list`` to check group approvers (cached); a log line for every
 rejection (never a secret, a signature, a ``response_url`` or a body).
@@ -59,7 +59,9 @@ from slack_sdk import WebClient
 from slack_sdk.signature import Clock, SignatureVerifier
 from slack_sdk.webhook import WebhookClient
 
-from controller.commands import CommandNotDelivered, submit_command
+from controller.kube import Objects
+from controller.kube.annotations import read_stored
+from controller.kube.commands import CommandNotDelivered, submit_command
 from controller.notifications.slack import (
     ACTION_APPROVE,
     ACTION_ROLLBACK,
@@ -73,8 +75,6 @@ from controller.rollout.seal import Sealer
 from controller.rollout.state import Command, CommandAction, PauseReason, Phase, RolloutState
 from controller.server import Request, Response
 from controller.settings import SlackSettings
-from controller.traffic import InferenceServices
-from controller.traffic.kserve import read_managed
 
 log = structlog.get_logger(__name__)
 
@@ -224,7 +224,7 @@ class SlackInteractions:
     """Both transports (HTTP and Socket Mode) end in ``process``; HTTP verifies first."""
 
     def __init__(self, signing_secret: str | None, policies: PolicyLookup,
-                 isvcs: InferenceServices, client: WebClient, clock: Callable[[], datetime], *,
+                 isvcs: Objects, client: WebClient, clock: Callable[[], datetime], *,
                  sealer: Sealer, team_id: str | None = None,
                  group_cache: timedelta = timedelta(minutes=5), ack_seconds: float = 2.0,
                  workers: int = 4, max_in_flight: int = 32,
@@ -249,7 +249,7 @@ class SlackInteractions:
 
     @classmethod
     def from_settings(cls, settings: SlackSettings, policies: PolicyLookup,
-                      isvcs: InferenceServices, *, sealer: Sealer, team_id: str | None = None,
+                      isvcs: Objects, *, sealer: Sealer, team_id: str | None = None,
                       clock: Callable[[], datetime] = lambda: datetime.now(UTC),
                       response_urls: Sequence[str] = SLACK_RESPONSE_URLS,
                       ) -> SlackInteractions | None:
@@ -347,7 +347,7 @@ class SlackInteractions:
         bound = log.bind(user=click.user_id, namespace=target.namespace, name=target.name,
                          rollout=target.rollout, step=target.step, action=click.action)
         obj = self.isvcs.get(target.namespace, target.name)
-        managed = read_managed(obj, self.sealer) if obj is not None else None
+        managed = read_stored(obj, self.sealer) if obj is not None else None
         if managed is None:
             return self._refuse(click, bound, "not-waiting", "the InferenceService is gone "
                                 f"or no longer managed by Rollwise: {where}")

@@ -52,20 +52,19 @@ from slack_sdk.http_retry.response import HttpResponse
 from slack_sdk.http_retry.state import RetryState
 
 from controller.errors import StateUnreadable
+from controller.kube import Objects
+from controller.kube.annotations import (
+    SLACK_MESSAGE_ANNOTATION,
+    annotations_of,
+    open_slack_message,
+    slack_message_value,
+)
 from controller.policy.model import ALL_EVENTS, RolloutPolicy
 from controller.rollout.machine import Event
 from controller.rollout.seal import Sealer
 from controller.rollout.snapshot import RolloutSnapshot
-from controller.rollout.state import (
-    SLACK_MESSAGE_ANNOTATION,
-    Decision,
-    PauseReason,
-    Phase,
-    RolloutState,
-)
+from controller.rollout.state import Decision, PauseReason, Phase, RolloutState
 from controller.settings import SlackSettings
-from controller.traffic import InferenceServices
-from controller.traffic.kserve import SEAL_SLACK_MESSAGE
 
 log = structlog.get_logger(__name__)
 
@@ -419,31 +418,29 @@ class AnnotationMessageRefs:
     have the bot edit another of its messages). Written with a merge patch that touches
     only that key and carries no resourceVersion: it can never undo a state write."""
 
-    isvcs: InferenceServices
+    isvcs: Objects
     sealer: Sealer
 
     def get(self, snapshot: RolloutSnapshot) -> MessageRef | None:
         obj = self.isvcs.get(snapshot.namespace, snapshot.name)
         if obj is None:
             return None
-        text = ((obj.get("metadata") or {}).get("annotations") or {}).get(
-            SLACK_MESSAGE_ANNOTATION)
+        text = annotations_of(obj).get(SLACK_MESSAGE_ANNOTATION)
         if not text:
             return None
         try:
-            raw = self.sealer.open(SEAL_SLACK_MESSAGE, snapshot.uid, text,
-                                   what=SLACK_MESSAGE_ANNOTATION)
-            if raw["rollout"] != snapshot.state.id:
+            found = open_slack_message(text, snapshot.state.id, snapshot.uid, self.sealer)
+            if found is None:
                 return None              # the message of an earlier rollout
-            return MessageRef(str(raw["channel"]), str(raw["ts"]))
+            return MessageRef(*found)
         except (StateUnreadable, KeyError, TypeError) as err:
             log.warning("slack message annotation ignored", namespace=snapshot.namespace,
                         name=snapshot.name, error=str(err))
             return None
 
     def put(self, snapshot: RolloutSnapshot, ref: MessageRef) -> None:
-        value = self.sealer.seal_text(SEAL_SLACK_MESSAGE, snapshot.uid, {
-            "rollout": snapshot.state.id, "channel": ref.channel, "ts": ref.ts})
+        value = slack_message_value(snapshot.state.id, ref.channel, ref.ts, snapshot.uid,
+                                    self.sealer)
         self.isvcs.patch(snapshot.namespace, snapshot.name,
                          {"metadata": {"annotations": {SLACK_MESSAGE_ANNOTATION: value}}})
 
@@ -565,7 +562,7 @@ class SlackNotifier:
 
     @classmethod
     def from_settings(cls, settings: SlackSettings, policies: PolicyLookup,
-                      registry: CollectorRegistry, *, isvcs: InferenceServices | None = None,
+                      registry: CollectorRegistry, *, isvcs: Objects | None = None,
                       sealer: Sealer | None = None,
                       delivery: Delivery | None = None) -> SlackNotifier | None:
         """The notifier the settings describe, or None when no bot token is configured.

@@ -6,20 +6,29 @@ what it returns: at most one traffic change and the new state, in one request.
 Like Flagger's ``advanceCanary``, it is a run of guard clauses: each returns, so
 one tick makes at most one transition and every transition says why.
 
-KServe facts this relies on (see ``controller.traffic``): a predictor change with
-``canaryTrafficPercent`` P sends P% to the latest ready revision and the rest to the
-last rolled-out one; removing the field promotes; 0 sends everything back to the
-last rolled-out revision; and after a promotion, lowering the percent without a
-spec change makes KServe roll back to the revision before — so once promoted,
-this machine never touches traffic again until the spec changes.
+It speaks of revisions, canary weights and the split in force, never of a serving
+layer: the traffic router that drives the object (``controller.routers``) reads what
+serves into the ``Observation``, turns the traffic actions returned here into its
+spec, and tells the machine, as ``Serving``, whether a promotion or a rollback is in
+effect and how its messages name the weight. What the machine relies on: a weight P
+sends P% to the latest ready revision and the rest to the stable (rolled-out) one; a
+spec change without a weight would send everything to the new model once ready; and
+after a promotion, a lower weight without a spec change would roll back to the
+revision before the stable one — so once promoted, this machine never touches traffic
+again until the spec changes.
+
+Also here, as rules rather than reconciler code: when the pre-rollout gate is asked
+(``gate_due``), when the serving spec is recorded as the last good one
+(``Result.promoted``), and the idempotency keys of a transition's Events
+(``with_event_records``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Literal, Protocol
 
 from controller.policy.durations import format_duration
 from controller.policy.model import PolicySpec
@@ -27,6 +36,7 @@ from controller.rollout.state import (
     Approval,
     Command,
     Decision,
+    EventRecord,
     Observation,
     Pause,
     PauseReason,
@@ -36,6 +46,7 @@ from controller.rollout.state import (
 )
 
 MAX_HANDLED_COMMANDS = 50
+MAX_EVENT_MESSAGE = 1024       # an Event's message, as people read it (and kept in the state)
 
 
 # --- inputs the reconciler derives from the judge and the lineage gate --------------------
@@ -67,23 +78,37 @@ class SetCanary:
 
 @dataclass(frozen=True)
 class Promote:
-    """Remove ``canaryTrafficPercent`` (a merge patch with null): all traffic to the canary."""
+    """All traffic to the canary, which becomes the stable revision."""
 
 
 @dataclass(frozen=True)
 class RollBack:
-    """``canaryTrafficPercent: 0``: all traffic back to the last rolled-out revision."""
+    """Canary weight 0: all traffic back to the stable (last rolled-out) revision."""
 
 
 @dataclass(frozen=True)
 class RestoreSpec:
-    """Put the last promoted predictor spec back (``onFailure.restorePreviousSpec``, for
-    teams without GitOps). Only after the rollback is confirmed, so traffic is already
-    on the stable revision; KServe then rolls the known-good model out as a new revision,
-    which Rollwise analyses like any deploy."""
+    """Put the last promoted spec back (``onFailure.restorePreviousSpec``, for teams
+    without GitOps). Only after the rollback is confirmed, so traffic is already on the
+    stable revision; the serving layer then rolls the known-good model out as a new
+    revision, held at weight 0, which Rollwise analyses like any deploy."""
 
 
 TrafficAction = SetCanary | Promote | RollBack | RestoreSpec
+
+
+class Serving(Protocol):
+    """What the machine asks of the traffic router that drives the object
+    (``controller.routers.base.TrafficRouter``): pure answers about what serves."""
+
+    @property
+    def weight_field(self) -> str:
+        """How the object names the canary weight, for messages people act on."""
+
+    def in_effect(self, action: Promote | RollBack, obs: Observation,
+                  canary: str | None) -> bool:
+        """Whether the serving layer reports ``action`` in effect for the ``canary``
+        revision: read from its status, never from Rollwise's own write."""
 
 
 @dataclass(frozen=True)
@@ -102,6 +127,10 @@ class Result:
     traffic: TrafficAction | None = None
     events: tuple[Event, ...] = ()
     handled: tuple[str, ...] = ()          # command ids consumed (their annotations go)
+    # The spec that serves is now the stable one (a confirmed promotion, or the serving
+    # revision adopted): the write records it as the last good spec, which
+    # onFailure.restorePreviousSpec may put back.
+    promoted: bool = False
 
     @property
     def ended(self) -> bool:
@@ -121,17 +150,42 @@ def decide(
     judgement: Judgement | None = None,
     commands: Sequence[Command] = (),
     gate: GateResult | None = None,
+    router: Serving,
 ) -> Result:
-    """One tick of one rollout. ``judgement`` is given while the phase is analysing;
-    ``gate`` once the pre-rollout gate was evaluated (None: not yet, or no gate)."""
+    """One tick of one rollout, on an object driven by ``router``. ``judgement`` is given
+    while the phase is analysing; ``gate`` once the pre-rollout gate was evaluated (None:
+    not yet, or no gate; ``gate_due`` says when to evaluate it)."""
     pending = sorted((c for c in commands if state is None or c.id not in
                       state.handled_commands), key=lambda c: (c.at, c.id))
     if state is None or obs.spec_hash != state.spec_hash:
-        return _new_model(state, policy_name, policy, obs, now)
-    ctx = _Tick(state, policy, obs, now)
+        return _new_model(state, policy_name, policy, obs, now, router)
+    ctx = _Tick(state, policy, obs, now, router)
     if pending:
         return ctx.command(pending[0])
     return ctx.advance(judgement, gate)
+
+
+def gate_due(state: RolloutState | None, policy: PolicySpec, obs: Observation) -> bool:
+    """Whether the pre-rollout gate is asked this tick: the policy has one, and the
+    rollout is Pending for the spec that serves (a newer spec starts a new rollout first).
+    Evaluating it reads lineage, so the caller asks only when this says so."""
+    return (policy.gates.pre_rollout is not None and state is not None
+            and state.phase == Phase.PENDING and obs.spec_hash == state.spec_hash)
+
+
+def with_event_records(result: Result) -> Result:
+    """The result with its Events kept in the state it commits (replacing the previous
+    transition's): what a restart needs to record an Event it missed. Each Event's key is
+    derived from the rollout, the reason, the step and the moment of the transition, so
+    recording it again is a no-op."""
+    state = result.state
+    if state is None:
+        return result
+    records = tuple(
+        EventRecord(key=f"{state.id}:{e.reason}:{state.step}:{state.phase_since.isoformat()}",
+                    reason=e.reason, message=e.message[:MAX_EVENT_MESSAGE], warning=e.warning)
+        for e in result.events)
+    return replace(result, state=state.evolve(last_events=records))
 
 
 def state_problem(state: RolloutState, policy: PolicySpec) -> str | None:
@@ -164,8 +218,8 @@ def state_problem(state: RolloutState, policy: PolicySpec) -> str | None:
 
 
 def _new_model(previous: RolloutState | None, policy_name: str, policy: PolicySpec,
-               obs: Observation, now: datetime) -> Result:
-    """A predictor spec Rollwise has not rolled out yet (or the first sight of this object)."""
+               obs: Observation, now: datetime, router: Serving) -> Result:
+    """A model spec Rollwise has not rolled out yet (or the first sight of this object)."""
     rollout_id = f"{obs.spec_hash[:12]}-{int(now.timestamp())}"
     if previous is None and (obs.latest_rolled_out is None or (
             obs.latest_created == obs.latest_rolled_out and obs.canary_percent is None)):
@@ -178,7 +232,7 @@ def _new_model(previous: RolloutState | None, policy_name: str, policy: PolicySp
                                    now))
         return Result(adopted, events=(Event("started", "Adopted",
                                              "now managed by Rollwise; the serving revision is "
-                                             "the stable baseline"),))
+                                             "the stable baseline"),), promoted=True)
     events: list[Event] = []
     if previous is not None and not previous.phase.terminal:
         events.append(Event("aborted", "Superseded",
@@ -199,8 +253,8 @@ def _new_model(previous: RolloutState | None, policy_name: str, policy: PolicySp
     traffic = None if obs.canary_percent == start_percent else SetCanary(start_percent)
     if obs.canary_percent is None and previous is not None:
         events.append(Event("analysisDegraded", "UnguardedDeploy",
-                            "predictor changed without canaryTrafficPercent (admission webhook "
-                            f"down?); pulled back to {start_percent}%", warning=True))
+                            f"the model changed without {router.weight_field} (admission "
+                            f"webhook down?); pulled back to {start_percent}%", warning=True))
     return Result(state, traffic, tuple(events))
 
 
@@ -222,11 +276,12 @@ class _Tick:
     """The guard clauses of one tick for an existing rollout."""
 
     def __init__(self, state: RolloutState, policy: PolicySpec, obs: Observation,
-                 now: datetime) -> None:
+                 now: datetime, router: Serving) -> None:
         self.state = state
         self.policy = policy
         self.obs = obs
         self.now = now
+        self.router = router
 
     # -- helpers ---------------------------------------------------------------------
 
@@ -297,8 +352,8 @@ class _Tick:
         if state.phase.terminal:
             return ignored(f"the rollout has ended ({state.phase})")
         if state.phase in (Phase.PROMOTING, Phase.ROLLING_BACK):
-            # Once promotion is written, lowering the percent without a spec change makes
-            # KServe roll back to the revision before the stable one: deploy again instead.
+            # Once promotion is written, lowering the weight without a spec change would roll
+            # back to the revision before the stable one: deploy again instead.
             return ignored(f"the rollout is already {state.phase}")
         if cmd.action == "abort":
             return self._roll_back(f"aborted by {who}" + (f": {cmd.reason}" if cmd.reason else ""),
@@ -371,7 +426,7 @@ class _Tick:
                 state.pause is not None and state.pause.reason == PauseReason.MANUAL_EDIT):
             return self._pause(
                 PauseReason.MANUAL_EDIT,
-                f"canaryTrafficPercent changed by hand to {obs.canary_percent} (Rollwise set "
+                f"{self.router.weight_field} changed by hand to {obs.canary_percent} (Rollwise set "
                 f"{state.expected_percent}); paused, not fighting it — resume with "
                 "`rollwise resume`", warning=True, expected_percent=obs.canary_percent)
         if state.pause is not None and state.pause.reason == PauseReason.MANUAL_EDIT and (
@@ -384,18 +439,18 @@ class _Tick:
         return self._analysing(judgement)
 
     def _confirm_promotion(self) -> Result:
-        """Trust KServe's status, not our own write: promoted when it says so."""
-        state, obs = self.state, self.obs
-        if obs.latest_rolled_out == state.revision and obs.percent_to(state.revision) == 100:
+        """Trust the serving layer's status, not our own write: promoted when it says so."""
+        state = self.state
+        if self.router.in_effect(Promote(), self.obs, state.revision):
             done = self._to(Phase.SUCCEEDED, "promoted",
                             f"{state.revision} serves 100% of traffic", ending=None)
             return Result(done, None, (Event("promoted", "Promoted", done.last_decision.reason
-                                             if done.last_decision else ""),))
+                                             if done.last_decision else ""),), promoted=True)
         return Result(state)
 
     def _confirm_rollback(self) -> Result:
-        state, obs = self.state, self.obs
-        if obs.percent_to(state.revision) == 0 and obs.canary_percent in (0, None):
+        state = self.state
+        if self.router.in_effect(RollBack(), self.obs, state.revision):
             ending = state.ending or Phase.FAILED
             reason = state.last_decision.reason if state.last_decision else "rolled back"
             done = self._to(ending, "rolled-back", reason, ending=None)
@@ -406,7 +461,7 @@ class _Tick:
             if ending == Phase.FAILED and self.policy.on_failure.restore_previous_spec:
                 restore = RestoreSpec()
                 events.append(Event("rolledBack", "RestoringSpec",
-                                    "restoring the last promoted predictor spec "
+                                    "restoring the last promoted spec "
                                     "(onFailure.restorePreviousSpec)"))
             return Result(done, restore, tuple(events))
         return Result(state)

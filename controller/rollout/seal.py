@@ -5,7 +5,7 @@ reads back from one can be trusted because of where it sits: not the rollout sta
 the last promoted predictor spec it may restore, not a Slack message reference, not an
 operator command's claimed author. Each of these is a JSON object carrying a ``seal``:
 HMAC-SHA256 over (purpose, object uid, canonical JSON of every other field) with a key
-only the controller holds (``controller.sealkey``). A value whose seal does not verify was
+only the controller holds (``controller.kube.sealkey``). A value whose seal does not verify was
 not written by Rollwise for this object and is refused (``Unsealed``).
 
 - The purpose ("rollout", "last-good", "command", ...) keeps a value sealed for one use

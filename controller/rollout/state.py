@@ -1,10 +1,10 @@
 """A rollout's durable state, what the controller observes, and operator commands.
 
-Pure: plain frozen dataclasses with JSON round-trips, no I/O. The state is stored
-on the InferenceService in the ``rollwise.io/rollout`` annotation, written in the
-same request as the traffic change (fenced by resourceVersion), so that traffic
-and state never disagree and a restarted controller resumes exactly where the
-last committed write left it.
+Pure: plain frozen dataclasses with JSON round-trips, no I/O. The state is stored on
+the managed object in an annotation (``controller.kube.annotations`` is the codec of
+every key), written in the same request as the traffic change (fenced by
+resourceVersion), so that traffic and state never disagree and a restarted controller
+resumes exactly where the last committed write left it.
 """
 
 from __future__ import annotations
@@ -16,33 +16,19 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-STATE_ANNOTATION = "rollwise.io/rollout"
-POLICY_ANNOTATION = "rollwise.io/policy"
-COMMANDS_ANNOTATION = "rollwise.io/commands"
-LAST_GOOD_ANNOTATION = "rollwise.io/last-good-predictor"
-SLACK_MESSAGE_ANNOTATION = "rollwise.io/slack-message"
-MODEL_ARTIFACT_ANNOTATION = "rollwise.io/model-artifact-id"
-
-# KServe copies InferenceService annotations into the Knative revision template, so a
-# changed annotation would create a new revision, unless its key is in the
-# serviceAnnotationDisallowedList of KServe's inferenceservice-config ConfigMap, which
-# matches exact keys. Rollwise therefore writes only these fixed keys, and the install
-# adds all of them to that list (docs/operations.md).
-ANNOTATION_KEYS = (POLICY_ANNOTATION, STATE_ANNOTATION, COMMANDS_ANNOTATION,
-                   LAST_GOOD_ANNOTATION, SLACK_MESSAGE_ANNOTATION, MODEL_ARTIFACT_ANNOTATION)
 STATE_VERSION = 1
 
 
 class Phase(StrEnum):
     """Where a rollout is. Terminal phases keep their state until the next deploy."""
 
-    PENDING = "Pending"            # a new predictor spec was seen; waiting for its revision
+    PENDING = "Pending"            # a new model spec was seen; waiting for its revision
     BLOCKED = "Blocked"            # the pre-rollout gate refused the model: it gets no traffic
     WAITING_READY = "WaitingReady" # the canary revision exists and is not ready yet
     PROGRESSING = "Progressing"    # at a step, analysing
     PAUSED = "Paused"              # at a step, waiting (approval, duration, human, missing data)
-    PROMOTING = "Promoting"        # canaryTrafficPercent removed; waiting for KServe to confirm
-    ROLLING_BACK = "RollingBack"   # canaryTrafficPercent 0; waiting for KServe to confirm
+    PROMOTING = "Promoting"        # promotion written; waiting for the serving layer to confirm
+    ROLLING_BACK = "RollingBack"   # canary weight 0 written; waiting for the serving layer
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
     ABORTED = "Aborted"
@@ -65,7 +51,7 @@ class PauseReason(StrEnum):
     APPROVAL = "approval"          # the policy asks a human before the next step
     DURATION = "duration"          # the policy soaks at this step for a while
     OPERATOR = "operator"          # `rollwise pause`
-    MANUAL_EDIT = "manual-edit"    # someone changed canaryTrafficPercent by hand
+    MANUAL_EDIT = "manual-edit"    # someone changed the canary weight by hand
     INCONCLUSIVE = "inconclusive"  # no verdict by the step's deadline
     MISSING_DATA = "missing-data"  # metrics missing for longer than onMissingData.after
 
@@ -126,15 +112,15 @@ class RolloutState:
 
     id: str                                # unique per rollout; keys every side effect
     policy: str
-    spec_hash: str                         # the predictor spec being rolled out
+    spec_hash: str                         # the model spec being rolled out
     phase: Phase
     started_at: datetime
     phase_since: datetime
     storage_uri: str = ""
     baseline_storage_uri: str | None = None  # the stable model's URI, for lineage
     baseline_revision: str | None = None   # the stable revision the canary is judged against
-    known_revision: str | None = None      # latestCreatedRevision when the rollout began
-    revision: str | None = None            # the canary revision, once KServe created it
+    known_revision: str | None = None      # the latest created revision when it began
+    revision: str | None = None            # the canary revision, once it was created
     step: int = 0
     step_started_at: datetime | None = None
     expected_percent: int | None = None    # what Rollwise last set; anything else is a hand edit
@@ -168,7 +154,7 @@ class RolloutState:
         try:
             raw = json.loads(text)
         except ValueError as err:
-            raise ValueError(f"unreadable {STATE_ANNOTATION} annotation: {err}") from err
+            raise ValueError(f"unreadable rollout state: {err}") from err
         return cls.from_mapping(raw)
 
     @classmethod
@@ -178,8 +164,8 @@ class RolloutState:
                 raise ValueError("not a JSON object")
             return _decode_state(raw)
         except (KeyError, TypeError, ValueError, AttributeError) as err:
-            raise ValueError(f"unreadable {STATE_ANNOTATION} annotation: "
-                             f"{type(err).__name__}: {err}") from err
+            raise ValueError(f"unreadable rollout state: {type(err).__name__}: {err}") \
+                from err
 
 
 def _encode(value: Any) -> Any:
@@ -261,15 +247,18 @@ class TrafficTarget:
 
 @dataclass(frozen=True)
 class Observation:
-    """An InferenceService as KServe reports it, reduced to what a rollout decision needs.
+    """What serves, as the serving layer reports it, reduced to what a rollout decision
+    needs: the model spec's identity, the revisions (created, ready, rolled out: the
+    stable one), why the latest one cannot become ready, and the split in force.
 
-    Built from the object by ``controller.traffic`` (adapter); never from
-    ``status.observedGeneration``, which KServe copies from the Knative Service.
+    Built from the object by its traffic router (``controller.routers``), from the
+    serving layer's status, never from what Rollwise wrote; the spec's canary weight is
+    kept apart (``canary_percent``) to tell a hand edit from Rollwise's own write.
     """
 
     spec_hash: str
     storage_uri: str
-    canary_percent: int | None             # spec.predictor.canaryTrafficPercent
+    canary_percent: int | None             # the canary weight the spec asks for (None: none)
     latest_created: str | None = None
     latest_ready: str | None = None
     latest_rolled_out: str | None = None
@@ -279,6 +268,7 @@ class Observation:
     # Since when this controller process has been watching the object without a gap (None:
     # unknown). Timeouts count only watched time, never the controller's own absence.
     watched_since: datetime | None = None
+    url: str | None = None                 # where the model is served, as status says
 
     def percent_to(self, revision: str | None) -> int:
         return sum(t.percent for t in self.traffic if t.revision == revision)
@@ -294,7 +284,7 @@ class Command:
     """An operator's instruction in ``rollwise.io/commands``.
 
     Who wrote it is never taken from the entry itself: the commands admission webhook
-    (``controller.webhook.stamp_commands``) overwrites ``by``, ``via`` and ``groups`` with
+    (``controller.kube.webhook.stamp_commands``) overwrites ``by``, ``via`` and ``groups`` with
     the writer the API server authenticated (``via: kubernetes``) and seals the entry; the
     Slack handler, which checked the click's signature and the approver, seals its own
     (``via: slack``). The controller acts only on entries whose seal verifies."""

@@ -21,7 +21,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from controller.rollout.state import STATE_ANNOTATION, Phase, RolloutState
+from controller.kube.annotations import STATE_ANNOTATION
+from controller.rollout.state import Phase, RolloutState
 from simulations.controller_process import ControllerProcess
 from simulations.endpoints import Behaviour
 from simulations.world import World, WorldConfig

@@ -35,7 +35,7 @@ from deploy_helpers import (
 )
 from kubernetes.client.exceptions import ApiException
 
-from controller.kube import current_user
+from controller.kube.client import current_user
 from simulations.kube.build import Binaries
 from simulations.kube.controlplane import Cluster, ControlPlane
 

@@ -9,7 +9,8 @@ from typing import Any
 
 import kubernetes.client
 
-from controller.rollout.state import STATE_ANNOTATION, RolloutState
+from controller.kube.annotations import STATE_ANNOTATION
+from controller.rollout.state import RolloutState
 from simulations.endpoints import Behaviour
 from simulations.world import World
 

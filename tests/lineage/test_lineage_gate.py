@@ -8,13 +8,14 @@ from typing import Any
 
 import pytest
 
+from controller.kube.managed import Managed, read_managed
 from controller.lineage import Evaluation, LineageUnavailable
 from controller.lineage.gate import evaluate_gate, format_number
 from controller.lineage.mlmd import MLMDLineageStore
 from controller.lineage.worker import GateFromLineage
 from controller.policy.loader import load_file
 from controller.policy.model import MetricThreshold, PreRolloutGate, RolloutPolicy
-from controller.traffic.kserve import Managed, read_managed
+from controller.routers import ROUTERS
 from tests.lineage.kfp_writer import KfpRun, KfpWriter, s3_form
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -104,7 +105,7 @@ def managed(uri: str) -> Managed:
         "spec": {"predictor": {"model": {"modelFormat": {"name": "sklearn"}, "storageUri": uri},
                                "canaryTrafficPercent": 0}},
     }
-    result = read_managed(obj)
+    result = read_managed(obj, ROUTERS)
     assert result is not None
     return result
 

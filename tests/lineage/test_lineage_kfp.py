@@ -17,14 +17,14 @@ import pytest
 
 from controller.kfp.component import handoff_component
 from controller.kfp.handoff import (
-    MODEL_ARTIFACT_ANNOTATION,
     HandoffError,
     ModelInput,
     hand_over,
     main,
     model_from_executor_input,
 )
-from tests.fakes import FakeInferenceServices
+from controller.kube.annotations import MODEL_ARTIFACT_ANNOTATION
+from controller.kube.fakes import FakeObjects
 
 ROOT = Path(__file__).resolve().parents[2]
 KFP_URI = "minio://mlpipeline/v2/artifacts/iris-training/run-v2/train/8f1e/model"
@@ -54,7 +54,7 @@ def executor_input(name: str = "42", uri: str = KFP_URI) -> str:
 
 
 def test_the_model_is_handed_over_held_at_zero_in_one_fenced_update() -> None:
-    isvcs = FakeInferenceServices(isvc())
+    isvcs = FakeObjects(isvc())
     model = model_from_executor_input(executor_input())
     assert model == ModelInput(uri=KFP_URI, artifact_id=42)
     result = hand_over(isvcs, "team-a", "iris", model)
@@ -75,7 +75,7 @@ def test_the_model_is_handed_over_held_at_zero_in_one_fenced_update() -> None:
 
 
 def test_a_retried_step_changes_nothing() -> None:
-    isvcs = FakeInferenceServices(isvc())
+    isvcs = FakeObjects(isvc())
     model = model_from_executor_input(executor_input())
     hand_over(isvcs, "team-a", "iris", model)
     again = hand_over(isvcs, "team-a", "iris", model)
@@ -85,7 +85,7 @@ def test_a_retried_step_changes_nothing() -> None:
 
 
 def test_an_artifact_id_for_the_serving_model_is_only_annotated() -> None:
-    isvcs = FakeInferenceServices(isvc(uri="s3://models/iris/v2"))
+    isvcs = FakeObjects(isvc(uri="s3://models/iris/v2"))
     result = hand_over(isvcs, "team-a", "iris", ModelInput("s3://models/iris/v2", 7))
     assert result.changed
     assert isvcs.patches[0][2] == {"metadata": {
@@ -93,7 +93,7 @@ def test_an_artifact_id_for_the_serving_model_is_only_annotated() -> None:
 
 
 def test_a_concurrent_change_is_retried_on_the_new_version() -> None:
-    isvcs = FakeInferenceServices(isvc())
+    isvcs = FakeObjects(isvc())
     isvcs.conflict_next = True
     result = hand_over(isvcs, "team-a", "iris", ModelInput("s3://models/iris/v2"))
     assert result.changed
@@ -113,7 +113,7 @@ def test_a_concurrent_change_is_retried_on_the_new_version() -> None:
 ])
 def test_refusals_name_the_value(obj: dict[str, Any], namespace: str, name: str, uri: str,
                                  message: str) -> None:
-    isvcs = FakeInferenceServices(obj)
+    isvcs = FakeObjects(obj)
     with pytest.raises(HandoffError, match=message.replace("(", r"\(").replace(")", r"\)")):
         hand_over(isvcs, namespace, name, ModelInput(uri))
     assert isvcs.patches == []

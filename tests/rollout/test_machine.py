@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 
 from controller.policy.loader import load_text
 from controller.policy.model import PolicySpec
-from controller.reconciler import with_event_records
+from controller.rollout import machine
 from controller.rollout.machine import (
     GateResult,
     Judgement,
@@ -19,7 +20,7 @@ from controller.rollout.machine import (
     Result,
     RollBack,
     SetCanary,
-    decide,
+    with_event_records,
 )
 from controller.rollout.state import (
     Command,
@@ -29,6 +30,7 @@ from controller.rollout.state import (
     RolloutState,
     TrafficTarget,
 )
+from controller.routers.kserve_knative import KNATIVE
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 POLICY_YAML = """
@@ -55,6 +57,11 @@ PASS = Judgement("pass", "no regression", counts={"errors": [1, 2]})
 FAIL = Judgement("fail", "error rate 2% vs 0.5%")
 WAIT = Judgement("continue", "not enough data")
 MISSING = Judgement("continue", "no series for errors", missing=True)
+
+
+def decide(*args: Any, **kwargs: Any) -> Result:
+    """The machine on an object the Knative router drives (its confirmations, its words)."""
+    return machine.decide(*args, router=KNATIVE, **kwargs)
 
 
 def stable(percent: int | None = None, spec: str = "h1", created: str = "m-1",

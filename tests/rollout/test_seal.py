@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from controller.kube.sealkey import SealKeyError, from_file, parse_keys
 from controller.rollout.seal import SEAL_FIELD, Sealer, Unsealed
-from controller.sealkey import SealKeyError, from_file, parse_keys
 
 KEY_A, KEY_B = b"A" * 32, b"B" * 32
 

@@ -19,9 +19,9 @@ import kubernetes.client
 import pytest
 from kubernetes.client.exceptions import ApiException
 
+from controller.kube.fakes import merge_patch as apply_merge_patch
 from simulations.kserve import controller as controller_module
 from simulations.kserve.controller import RevisionEvent, SimulatedKServe, merge_patch
-from tests.fakes import merge_patch as apply_merge_patch
 
 NS = "models"
 NAME = "iris"

@@ -11,19 +11,14 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
+from controller.kube.annotations import POLICY_ANNOTATION, STATE_ANNOTATION
 from controller.notifications.slack import Delivery, SlackNotifier, make_client
 from controller.policy.loader import load_text
 from controller.policy.model import RolloutPolicy
 from controller.rollout.machine import Judgement, Result, decide
 from controller.rollout.snapshot import RolloutSnapshot
-from controller.rollout.state import (
-    POLICY_ANNOTATION,
-    STATE_ANNOTATION,
-    Command,
-    Observation,
-    RolloutState,
-    TrafficTarget,
-)
+from controller.rollout.state import Command, Observation, RolloutState, TrafficTarget
+from controller.routers.kserve_knative import KNATIVE
 from simulations.slack import SlackSim
 from tests.fakes import sealed_state
 
@@ -99,7 +94,7 @@ class Rollout:
              commands: Sequence[Command] = ()) -> Result:
         self.now += timedelta(minutes=minutes)
         result = decide(self.state, self.spec.name, self.spec.spec, obs, self.now,
-                        judgement=judgement, commands=commands)
+                        judgement=judgement, commands=commands, router=KNATIVE)
         if result.state is not None and (result.state != self.state or result.events):
             self.snapshots.append(RolloutSnapshot(
                 NAMESPACE, NAME, "uid-1", self.spec.name, result.state,
@@ -144,7 +139,7 @@ class Rollout:
 
 def isvc(state: RolloutState | None, policy_name: str = "careful",
          extra: dict[str, str] | None = None) -> dict[str, Any]:
-    """A managed InferenceService as FakeInferenceServices keeps it."""
+    """A managed InferenceService as FakeObjects keeps it."""
     annotations = {POLICY_ANNOTATION: policy_name, **(extra or {})}
     if state is not None:
         annotations[STATE_ANNOTATION] = sealed_state(state, "uid-1")

@@ -18,14 +18,16 @@ import pytest
 from pydantic import SecretStr
 from slack_sdk.signature import SignatureVerifier
 
+from controller.kube.annotations import COMMANDS_ANNOTATION, read_commands
+from controller.kube.fakes import FakeObjects
 from controller.logs import configure_logging
 from controller.notifications.interactions import SlackInteractions
 from controller.notifications.slack import ACTION_APPROVE, ACTION_ROLLBACK, make_client
 from controller.rollout.machine import decide
-from controller.rollout.state import COMMANDS_ANNOTATION, Phase, RolloutState
+from controller.rollout.state import Phase, RolloutState
+from controller.routers.kserve_knative import KNATIVE
 from controller.server import HttpServer, Request
 from controller.settings import SlackSettings
-from controller.traffic.kserve import read_commands
 from simulations.slack import (
     SlackSim,
     block_actions_payload,
@@ -33,7 +35,7 @@ from simulations.slack import (
     signature_headers,
     signed_interaction,
 )
-from tests.fakes import TEST_SEALER, FakeInferenceServices
+from tests.fakes import TEST_SEALER
 from tests.slack.slack_helpers import (
     APPROVER,
     BOT_TOKEN,
@@ -59,7 +61,7 @@ class World:
 
     sim: SlackSim
     rollout: Rollout
-    isvcs: FakeInferenceServices
+    isvcs: FakeObjects
     handler: SlackInteractions
     logs: io.StringIO
 
@@ -115,7 +117,7 @@ def world(sim: SlackSim) -> Iterator[World]:
     spec = policy()
     rollout = Rollout(spec).to_approval()
     assert rollout.current.phase == Phase.PAUSED
-    isvcs = FakeInferenceServices(isvc(rollout.current))
+    isvcs = FakeObjects(isvc(rollout.current), commands_webhook=TEST_SEALER)
     handler = SlackInteractions(
         SIGNING_SECRET, lambda name: spec if name == spec.name else None, isvcs,
         make_client(BOT_TOKEN, sim.api_url), lambda: rollout.now, sealer=TEST_SEALER, team_id=TEAM,
@@ -333,7 +335,7 @@ def test_a_valid_click_writes_exactly_one_command_and_a_replay_none(world: World
 def test_the_command_id_is_deterministic(world: World) -> None:
     world.handler.handle(world.request())
     first = world.commands()[0].id
-    other_world = FakeInferenceServices(isvc(world.state))
+    other_world = FakeObjects(isvc(world.state), commands_webhook=TEST_SEALER)
     world.handler.isvcs = other_world
     world.handler.handle(world.request())
     [again] = read_commands(other_world.objects[(NAMESPACE, NAME)]["metadata"]["annotations"]
@@ -345,7 +347,7 @@ def test_the_state_machine_acts_on_the_command_once(world: World) -> None:
     world.handler.handle(world.request())
     commands = world.commands()
     result = decide(world.state, "careful", world.rollout.spec.spec, observed(25),
-                    world.rollout.now, commands=commands)
+                    world.rollout.now, commands=commands, router=KNATIVE)
     assert result.state is not None and result.state.phase == Phase.PROGRESSING
     assert result.state.step == 2 and result.state.approvals[-1].via == "slack"
     # the controller's patch: new state, command consumed
@@ -400,7 +402,7 @@ def test_a_response_url_outside_slack_is_not_called(world: World) -> None:
     assert len(world.sim.ephemeral) == 1            # answered through the Web API instead
 
 
-class SlowServices(FakeInferenceServices):
+class SlowServices(FakeObjects):
     def __init__(self, *objects: dict[str, Any]) -> None:
         super().__init__(*objects)
         self.release = threading.Event()
@@ -453,7 +455,7 @@ def test_the_simulated_signature_is_slack_sdks() -> None:
 
 
 def test_from_settings_needs_a_signing_secret_or_an_app_token(world: World) -> None:
-    isvcs = FakeInferenceServices()
+    isvcs = FakeObjects(commands_webhook=TEST_SEALER)
     assert SlackInteractions.from_settings(SlackSettings(), lambda _: None, isvcs,
                                            sealer=TEST_SEALER) is None
     handler = SlackInteractions.from_settings(

@@ -13,6 +13,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
+from controller.kube.annotations import SEAL_SLACK_MESSAGE, SLACK_MESSAGE_ANNOTATION
+from controller.kube.fakes import FakeObjects
 from controller.logs import configure_logging
 from controller.notifications.slack import (
     ACTION_APPROVE,
@@ -23,11 +25,9 @@ from controller.notifications.slack import (
     SlackNotifier,
     render,
 )
-from controller.rollout.state import SLACK_MESSAGE_ANNOTATION
 from controller.settings import SlackSettings
-from controller.traffic.kserve import SEAL_SLACK_MESSAGE
 from simulations.slack import Message, SlackSim
-from tests.fakes import TEST_SEALER, FakeInferenceServices
+from tests.fakes import TEST_SEALER
 from tests.slack.slack_helpers import (
     APPROVER,
     BOT_TOKEN,
@@ -255,7 +255,7 @@ def test_adopting_a_serving_model_posts_nothing(sim: SlackSim) -> None:
 def test_a_restarted_controller_keeps_updating_the_same_message(sim: SlackSim) -> None:
     spec = policy()
     rollout = Rollout(spec).to_approval()
-    isvcs = FakeInferenceServices(isvc(rollout.current))
+    isvcs = FakeObjects(isvc(rollout.current), commands_webhook=TEST_SEALER)
     first = notifier_for(sim, spec, refs=AnnotationMessageRefs(isvcs, TEST_SEALER))
     first.notify(rollout.snapshots[0])
     assert first.wait_idle(10)
@@ -286,7 +286,7 @@ def test_a_ref_of_an_earlier_rollout_is_not_reused() -> None:
     rollout = Rollout(spec).to_approval()
     old = TEST_SEALER.seal_text(SEAL_SLACK_MESSAGE, "uid-1",
                                 {"rollout": "older-1", "channel": "C1", "ts": "1.1"})
-    refs = AnnotationMessageRefs(FakeInferenceServices(
+    refs = AnnotationMessageRefs(FakeObjects(
         isvc(rollout.current, extra={SLACK_MESSAGE_ANNOTATION: old})), TEST_SEALER)
     assert refs.get(rollout.snapshots[-1]) is None
     refs.put(rollout.snapshots[-1], MessageRef("C2", "2.2"))

@@ -15,15 +15,15 @@ from pydantic import SecretStr
 from slack_sdk.socket_mode.request import SocketModeRequest
 from slack_sdk.socket_mode.response import SocketModeResponse
 
+from controller.kube.annotations import COMMANDS_ANNOTATION, read_commands
+from controller.kube.fakes import FakeObjects
 from controller.logs import configure_logging
 from controller.notifications.interactions import SlackInteractions
 from controller.notifications.slack import ACTION_APPROVE, make_client
 from controller.notifications.socket_mode import SocketModeInteractions
-from controller.rollout.state import COMMANDS_ANNOTATION
 from controller.settings import SlackSettings
-from controller.traffic.kserve import read_commands
 from simulations.slack import SlackSim, block_actions_payload
-from tests.fakes import TEST_SEALER, FakeInferenceServices
+from tests.fakes import TEST_SEALER
 from tests.slack.slack_helpers import (
     APPROVER,
     BOT_TOKEN,
@@ -63,11 +63,11 @@ class FakeSocketClient:
             listener(self, request)
 
 
-def approval_handler(sim: SlackSim) -> tuple[SlackInteractions, FakeInferenceServices, Rollout]:
+def approval_handler(sim: SlackSim) -> tuple[SlackInteractions, FakeObjects, Rollout]:
     """The interactions handler on a rollout waiting for approval, talking to ``sim``."""
     spec = policy()
     rollout = Rollout(spec).to_approval()
-    isvcs = FakeInferenceServices(isvc(rollout.current))
+    isvcs = FakeObjects(isvc(rollout.current), commands_webhook=TEST_SEALER)
     handler = SlackInteractions(SIGNING_SECRET, lambda name: spec, isvcs,
                                 make_client(BOT_TOKEN, sim.api_url), lambda: rollout.now,
                                 sealer=TEST_SEALER, team_id=TEAM,
@@ -76,7 +76,7 @@ def approval_handler(sim: SlackSim) -> tuple[SlackInteractions, FakeInferenceSer
 
 
 @pytest.fixture
-def parts(sim: SlackSim) -> Iterator[tuple[FakeSocketClient, FakeInferenceServices, Rollout]]:
+def parts(sim: SlackSim) -> Iterator[tuple[FakeSocketClient, FakeObjects, Rollout]]:
     handler, isvcs, rollout = approval_handler(sim)
     client = FakeSocketClient()
     bridge = SocketModeInteractions(client, handler)
@@ -95,7 +95,7 @@ def click(sim: SlackSim, rollout: Rollout, *, user: str = APPROVER,
                                  team_id=team, response_url=sim.response_url("sock"))
 
 
-def commands(isvcs: FakeInferenceServices) -> list[Any]:
+def commands(isvcs: FakeObjects) -> list[Any]:
     annotations = isvcs.objects[(NAMESPACE, NAME)]["metadata"]["annotations"]
     pending, refused = read_commands(annotations.get(COMMANDS_ANNOTATION), TEST_SEALER, "uid-1")
     assert refused == []
@@ -103,7 +103,7 @@ def commands(isvcs: FakeInferenceServices) -> list[Any]:
 
 
 def test_an_interactive_envelope_is_acknowledged_and_approves(
-        sim: SlackSim, parts: tuple[FakeSocketClient, FakeInferenceServices, Rollout]) -> None:
+        sim: SlackSim, parts: tuple[FakeSocketClient, FakeObjects, Rollout]) -> None:
     client, isvcs, rollout = parts
     client.deliver(SocketModeRequest("interactive", "env-1", click(sim, rollout)))
     assert [a.envelope_id for a in client.acks] == ["env-1"]
@@ -114,7 +114,7 @@ def test_an_interactive_envelope_is_acknowledged_and_approves(
 
 
 def test_other_envelopes_are_acknowledged_and_ignored(
-        sim: SlackSim, parts: tuple[FakeSocketClient, FakeInferenceServices, Rollout]) -> None:
+        sim: SlackSim, parts: tuple[FakeSocketClient, FakeObjects, Rollout]) -> None:
     client, isvcs, _ = parts
     client.deliver(SocketModeRequest("events_api", "env-3", {"event": {"type": "message"}}))
     assert [a.envelope_id for a in client.acks] == ["env-3"]
@@ -123,7 +123,7 @@ def test_other_envelopes_are_acknowledged_and_ignored(
 
 @pytest.mark.parametrize(("who", "team"), [(APPROVER, "T0OTHER01"), (OUTSIDER, TEAM)])
 def test_socket_mode_keeps_the_team_and_approver_checks(
-        sim: SlackSim, parts: tuple[FakeSocketClient, FakeInferenceServices, Rollout],
+        sim: SlackSim, parts: tuple[FakeSocketClient, FakeObjects, Rollout],
         who: str, team: str) -> None:
     client, isvcs, rollout = parts
     client.deliver(SocketModeRequest("interactive", "env-4", click(sim, rollout, user=who,
@@ -163,7 +163,8 @@ def test_a_real_socket_mode_client_over_a_websocket(sim: SlackSim) -> None:
 
 
 def test_from_settings_needs_an_app_token(sim: SlackSim) -> None:
-    handler = SlackInteractions(SIGNING_SECRET, lambda _: None, FakeInferenceServices(),
+    handler = SlackInteractions(SIGNING_SECRET, lambda _: None,
+                                FakeObjects(commands_webhook=TEST_SEALER),
                                 make_client(BOT_TOKEN, sim.api_url), lambda: datetime.now(UTC),
                                 sealer=TEST_SEALER)
     assert SocketModeInteractions.from_settings(SlackSettings(), handler) is None

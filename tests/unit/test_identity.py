@@ -2,7 +2,7 @@
 (issue 14, defect 3). Each test is an attack that worked before: a hand-written
 last-good spec restored in the controller's name, a command claiming to be a Slack
 approval, a forged or copied state. The writer of a command is what the API server says
-(the commands webhook, played by FakeInferenceServices as the API server would call it)."""
+(the commands webhook, played by FakeObjects as the API server would call it)."""
 
 from __future__ import annotations
 
@@ -14,40 +14,41 @@ from typing import Any
 
 import pytest
 
-from controller.commands import submit_command
+from controller.errors import Rejected
+from controller.kube.annotations import (
+    COMMANDS_ANNOTATION,
+    LAST_GOOD_ANNOTATION,
+    SEAL_COMMAND,
+    SEAL_LAST_GOOD,
+    SEAL_STATE,
+    STATE_ANNOTATION,
+)
+from controller.kube.commands import submit_command
+from controller.kube.fakes import FakeObjects
+from controller.kube.webhook import stamp_commands
 from controller.policystore import PolicyStore
 from controller.rollout.machine import Judgement
 from controller.rollout.seal import Sealer
-from controller.rollout.state import (
-    COMMANDS_ANNOTATION,
-    LAST_GOOD_ANNOTATION,
-    STATE_ANNOTATION,
-    Command,
-    Phase,
-    RolloutState,
-)
-from controller.traffic import Rejected
-from controller.traffic.kserve import SEAL_COMMAND, SEAL_LAST_GOOD, SEAL_STATE
-from controller.webhook import stamp_commands
-from tests.fakes import TEST_SEALER, FakeInferenceServices, put_state
+from controller.rollout.state import Command, Phase, RolloutState
+from tests.fakes import TEST_SEALER, put_state
 from tests.unit.test_reconciler import ROOT, T0, isvc, make, progressing_state, store
 
 __all__ = ["store"]
 NOW = T0 + timedelta(minutes=1)
 
 
-def _annotations(isvcs: FakeInferenceServices) -> dict[str, str]:
+def _annotations(isvcs: FakeObjects) -> dict[str, str]:
     return dict(isvcs.objects[("models", "churn")]["metadata"]["annotations"])
 
 
-def _state(isvcs: FakeInferenceServices) -> RolloutState:
+def _state(isvcs: FakeObjects) -> RolloutState:
     return RolloutState.from_json(_annotations(isvcs)[STATE_ANNOTATION])
 
 
 # --- the last promoted spec ----------------------------------------------------------
 
 
-def _rolled_back_with_restore(tmp_path: Path, last_good: str | None) -> FakeInferenceServices:
+def _rolled_back_with_restore(tmp_path: Path, last_good: str | None) -> FakeObjects:
     source = (ROOT / "policies" / "fast.yaml").read_text().replace(
         "  onMissingData:", "  onFailure: {restorePreviousSpec: true}\n  onMissingData:")
     (tmp_path / "fast.yaml").write_text(source)
@@ -58,7 +59,7 @@ def _rolled_back_with_restore(tmp_path: Path, last_good: str | None) -> FakeInfe
         {"revisionName": "churn-predictor-00001", "percent": 100}]
     if last_good is not None:
         obj["metadata"]["annotations"][LAST_GOOD_ANNOTATION] = last_good
-    return FakeInferenceServices(obj)
+    return FakeObjects(obj, commands_webhook=TEST_SEALER)
 
 
 EVIL = {"model": {"modelFormat": {"name": "sklearn"}, "storageUri": "s3://evil/model"},
@@ -99,7 +100,7 @@ def test_a_promotion_records_the_spec_sealed_for_the_object(store: PolicyStore) 
     state = progressing_state().evolve(phase=Phase.PROMOTING, step=2, expected_percent=None)
     obj = isvc("s3://m/v2", None, rolled_out="churn-predictor-00002",
                created="churn-predictor-00002", state=state)
-    isvcs = FakeInferenceServices(obj)
+    isvcs = FakeObjects(obj, commands_webhook=TEST_SEALER)
     reconciler, _, _ = make(store, isvcs, now=NOW)
     reconciler.run_once()
     recorded = _annotations(isvcs)[LAST_GOOD_ANNOTATION]
@@ -115,7 +116,7 @@ def test_a_forged_state_is_unreadable_and_never_acted_on(store: PolicyStore) -> 
     forged = progressing_state().evolve(step=1, expected_percent=50)
     obj = isvc("s3://m/v2", 50, created="churn-predictor-00002")
     obj["metadata"]["annotations"][STATE_ANNOTATION] = forged.to_json()   # no seal
-    isvcs = FakeInferenceServices(obj)
+    isvcs = FakeObjects(obj, commands_webhook=TEST_SEALER)
     reconciler, events, _ = make(store, isvcs, Judgement("pass", "fine"),
                                  T0 + timedelta(minutes=5))
     reconciler.run_once()
@@ -128,7 +129,7 @@ def test_a_state_copied_from_another_object_is_unreadable(store: PolicyStore) ->
     obj = isvc("s3://m/v2", 10, created="churn-predictor-00002")
     obj["metadata"]["annotations"][STATE_ANNOTATION] = TEST_SEALER.seal_text(
         SEAL_STATE, "some-other-uid", progressing_state().to_mapping())
-    isvcs = FakeInferenceServices(obj)
+    isvcs = FakeObjects(obj, commands_webhook=TEST_SEALER)
     reconciler, events, _ = make(store, isvcs, Judgement("pass", "fine"),
                                  T0 + timedelta(minutes=5))
     reconciler.run_once()
@@ -142,7 +143,7 @@ def test_a_state_edited_by_hand_after_the_controller_wrote_it_is_unreadable(
     edited = json.loads(obj["metadata"]["annotations"][STATE_ANNOTATION])
     edited["step"] = 1                                 # the seal stays, the content changes
     obj["metadata"]["annotations"][STATE_ANNOTATION] = json.dumps(edited)
-    isvcs = FakeInferenceServices(obj)
+    isvcs = FakeObjects(obj, commands_webhook=TEST_SEALER)
     reconciler, events, _ = make(store, isvcs, Judgement("pass", "fine"),
                                  T0 + timedelta(minutes=5))
     reconciler.run_once()
@@ -152,13 +153,13 @@ def test_a_state_edited_by_hand_after_the_controller_wrote_it_is_unreadable(
 # --- commands ------------------------------------------------------------------------
 
 
-def _approval_pending(store: PolicyStore) -> tuple[FakeInferenceServices, RolloutState]:
+def _approval_pending(store: PolicyStore) -> tuple[FakeObjects, RolloutState]:
     from controller.rollout.state import Pause, PauseReason
 
     state = progressing_state().evolve(
         phase=Phase.PAUSED, pause=Pause(PauseReason.APPROVAL, T0, T0 + timedelta(hours=1)))
-    return FakeInferenceServices(isvc("s3://m/v2", 10, created="churn-predictor-00002",
-                                      state=state)), state
+    return FakeObjects(isvc("s3://m/v2", 10, created="churn-predictor-00002",
+                                      state=state), commands_webhook=TEST_SEALER), state
 
 
 def test_a_command_claiming_to_be_a_slack_approval_is_recorded_as_its_real_writer(
@@ -181,7 +182,7 @@ def test_a_command_claiming_to_be_a_slack_approval_is_recorded_as_its_real_write
 def test_a_command_written_around_the_webhook_is_refused_with_an_event(
         store: PolicyStore) -> None:
     isvcs, state = _approval_pending(store)
-    isvcs.commands_webhook = False           # the webhook is not installed, or was bypassed
+    isvcs.commands_webhook = None            # the webhook is not installed, or was bypassed
     submit_command(isvcs, "models", "churn",
                    Command("c1", "promote", "alice", T0, rollout=state.id))
     reconciler, events, _ = make(store, isvcs, now=NOW)
@@ -210,7 +211,9 @@ def test_the_slack_handler_seals_its_own_commands_and_the_webhook_keeps_them(
 def _review(old: dict[str, Any], new: dict[str, Any], operation: str = "UPDATE",
             user: str = "bob") -> dict[str, Any]:
     return {"request": {"uid": "req-1", "operation": operation, "object": new,
-                        "oldObject": old, "userInfo": {"username": user, "groups": ["sre"]}}}
+                        "oldObject": old, "userInfo": {"username": user, "groups": ["sre"]},
+                        "kind": {"group": "serving.kserve.io", "version": "v1beta1",
+                                 "kind": "InferenceService"}}}
 
 
 def _with_commands(entries: list[Any]) -> dict[str, Any]:

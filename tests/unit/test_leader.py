@@ -21,15 +21,12 @@ from hypothesis import strategies as st
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from controller import kube
-from controller.leader import (
-    InMemoryLeases,
-    KubeLeases,
-    LeaderElector,
-    LeaseConflict,
-    LeaseRecord,
-    LeaseUnavailable,
-)
+from controller.errors import LeaseConflict, LeaseUnavailable
+from controller.kube import LeaseRecord
+from controller.kube.client import api_client, user_agent
+from controller.kube.fakes import InMemoryLeases
+from controller.kube.leases import KubeLeases
+from controller.leader import LeaderElector
 from controller.settings import KubernetesSettings, LeaderElectionSettings
 
 NS, NAME = "rollwise-system", "rollwise-controller"
@@ -492,9 +489,9 @@ def test_the_user_agent_names_the_replica(tmp_path: Path) -> None:
         "clusters: [{name: k, cluster: {server: 'https://127.0.0.1:1'}}]\n"
         "users: [{name: u, user: {token: t}}]\n"
         "contexts: [{name: c, context: {cluster: k, user: u}}]\n")
-    api = kube.api_client(KubernetesSettings(kubeconfig=kubeconfig), "rollwise-a-1f2e3d")
-    assert api.user_agent == f"{kube.user_agent()} (rollwise-a-1f2e3d)"
-    assert kube.user_agent().startswith("rollwise/")
+    api = api_client(KubernetesSettings(kubeconfig=kubeconfig), "rollwise-a-1f2e3d")
+    assert api.user_agent == f"{user_agent()} (rollwise-a-1f2e3d)"
+    assert user_agent().startswith("rollwise/")
     assert KubeLeases(api, SETTINGS)._api.api_client.user_agent == api.user_agent
 
 

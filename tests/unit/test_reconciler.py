@@ -9,13 +9,16 @@ from typing import Any
 
 import pytest
 
+from controller.kube.annotations import SEAL_LAST_GOOD, STATE_ANNOTATION
+from controller.kube.fakes import FakeEvents, FakeObjects
 from controller.policystore import PolicyStore
 from controller.reconciler import Reconciler
 from controller.rollout.machine import Judgement
-from controller.rollout.state import STATE_ANNOTATION, RolloutState
+from controller.rollout.state import RolloutState
+from controller.routers import ROUTERS
+from controller.routers.kserve_knative import KNATIVE
 from controller.telemetry import Telemetry
-from controller.traffic.kserve import SEAL_LAST_GOOD, predictor_hash
-from tests.fakes import TEST_SEALER, FakeAnalyzer, FakeEvents, FakeInferenceServices, sealed_state
+from tests.fakes import TEST_SEALER, FakeAnalyzer, sealed_state
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
@@ -49,11 +52,12 @@ def store(tmp_path: Path) -> PolicyStore:
     return PolicyStore(tmp_path)
 
 
-def make(store: PolicyStore, isvcs: FakeInferenceServices, judgement: Judgement | None = None,
+def make(store: PolicyStore, isvcs: FakeObjects, judgement: Judgement | None = None,
          now: datetime = T0) -> tuple[Reconciler, FakeEvents, FakeAnalyzer]:
     events, analyzer = FakeEvents(), FakeAnalyzer(judgement)
-    reconciler = Reconciler(isvcs=isvcs, policies=store, analyzer=analyzer, events=events,
-                            telemetry=Telemetry(), sealer=TEST_SEALER, clock=lambda: now)
+    reconciler = Reconciler(objects=isvcs, routers=ROUTERS, policies=store, analyzer=analyzer,
+                            events=events, telemetry=Telemetry(), sealer=TEST_SEALER,
+                            clock=lambda: now)
     return reconciler, events, analyzer
 
 
@@ -62,7 +66,7 @@ def progressing_state() -> RolloutState:
     from controller.rollout.state import Phase
 
     return RolloutState(
-        id="r1", policy="fast", spec_hash=predictor_hash(obj["spec"]["predictor"]),
+        id="r1", policy="fast", spec_hash=KNATIVE.observe(obj).spec_hash,
         phase=Phase.PROGRESSING, started_at=T0, phase_since=T0, storage_uri="s3://m/v2",
         baseline_revision="churn-predictor-00001", known_revision="churn-predictor-00001",
         revision="churn-predictor-00002", step=0, step_started_at=T0, expected_percent=10)
@@ -71,7 +75,7 @@ def progressing_state() -> RolloutState:
 def test_unguarded_deploy_is_pulled_back_with_state_in_one_fenced_patch(
         store: PolicyStore) -> None:
     adopted = isvc("s3://m/v1", None)
-    isvcs = FakeInferenceServices(adopted)
+    isvcs = FakeObjects(adopted, commands_webhook=TEST_SEALER)
     reconciler, events, _ = make(store, isvcs)
     reconciler.run_once()  # adopt v1
     obj = isvcs.objects[("models", "churn")]
@@ -88,7 +92,7 @@ def test_unguarded_deploy_is_pulled_back_with_state_in_one_fenced_patch(
 
 def test_passing_step_advances_with_exact_patch(store: PolicyStore) -> None:
     obj = isvc("s3://m/v2", 10, created="churn-predictor-00002", state=progressing_state())
-    isvcs = FakeInferenceServices(obj)
+    isvcs = FakeObjects(obj, commands_webhook=TEST_SEALER)
     now = T0 + timedelta(minutes=3)
     reconciler, events, analyzer = make(store, isvcs, Judgement("pass", "fine", counts={"a": 1}),
                                         now)
@@ -116,9 +120,9 @@ class _DiesBeforeEvents(FakeEvents):
 def test_an_event_lost_to_a_crash_after_the_commit_is_recorded_after_the_restart_once(
         store: PolicyStore) -> None:
     obj = isvc("s3://m/v2", 10, created="churn-predictor-00002", state=progressing_state())
-    isvcs = FakeInferenceServices(obj)
+    isvcs = FakeObjects(obj, commands_webhook=TEST_SEALER)
     now = T0 + timedelta(minutes=3)
-    crashed = Reconciler(isvcs=isvcs, policies=store, analyzer=FakeAnalyzer(
+    crashed = Reconciler(objects=isvcs, routers=ROUTERS, policies=store, analyzer=FakeAnalyzer(
         Judgement("pass", "fine")), events=_DiesBeforeEvents(), telemetry=Telemetry(),
         sealer=TEST_SEALER, clock=lambda: now)
     with pytest.raises(_Crash):
@@ -126,9 +130,9 @@ def test_an_event_lost_to_a_crash_after_the_commit_is_recorded_after_the_restart
     assert len(isvcs.patches) == 1          # the step advanced and was committed
     events = FakeEvents()
     for _ in range(2):                      # two restarts: the Event is recorded once
-        restarted = Reconciler(isvcs=isvcs, policies=store, analyzer=FakeAnalyzer(),
-                               events=events, telemetry=Telemetry(), sealer=TEST_SEALER,
-                               clock=lambda: now)
+        restarted = Reconciler(objects=isvcs, routers=ROUTERS, policies=store,
+                               analyzer=FakeAnalyzer(), events=events, telemetry=Telemetry(),
+                               sealer=TEST_SEALER, clock=lambda: now)
         restarted.run_once()
     assert [e["reason"] for e in events.recorded] == ["StepAdvanced"]
     assert len(isvcs.patches) == 1          # and nothing else was written
@@ -136,7 +140,7 @@ def test_an_event_lost_to_a_crash_after_the_commit_is_recorded_after_the_restart
 
 def test_a_409_writes_nothing_else_and_records_no_event(store: PolicyStore) -> None:
     obj = isvc("s3://m/v2", 10, created="churn-predictor-00002", state=progressing_state())
-    isvcs = FakeInferenceServices(obj)
+    isvcs = FakeObjects(obj, commands_webhook=TEST_SEALER)
     isvcs.conflict_next = True
     reconciler, events, _ = make(store, isvcs, Judgement("fail", "bad"),
                                  T0 + timedelta(minutes=3))
@@ -146,7 +150,7 @@ def test_a_409_writes_nothing_else_and_records_no_event(store: PolicyStore) -> N
 
 
 def test_missing_policy_is_reported_once_and_nothing_is_written(store: PolicyStore) -> None:
-    isvcs = FakeInferenceServices(isvc("s3://m/v1", None, policy="nope"))
+    isvcs = FakeObjects(isvc("s3://m/v1", None, policy="nope"), commands_webhook=TEST_SEALER)
     reconciler, events, _ = make(store, isvcs)
     reconciler.run_once()
     reconciler.run_once()
@@ -157,7 +161,7 @@ def test_missing_policy_is_reported_once_and_nothing_is_written(store: PolicySto
 def test_unreadable_state_is_never_overwritten(store: PolicyStore) -> None:
     obj = isvc("s3://m/v2", 10)
     obj["metadata"]["annotations"][STATE_ANNOTATION] = "{not json"
-    isvcs = FakeInferenceServices(obj)
+    isvcs = FakeObjects(obj, commands_webhook=TEST_SEALER)
     reconciler, events, _ = make(store, isvcs)
     reconciler.run_once()
     assert isvcs.patches == [] and events.recorded[0]["reason"] == "StateUnreadable"
@@ -176,7 +180,7 @@ def test_an_invalid_policy_edit_keeps_the_last_good_version(store: PolicyStore) 
 def test_an_invalid_policy_edit_is_reported_on_the_objects_that_use_it(
         store: PolicyStore) -> None:
     obj = isvc("s3://m/v2", 10, created="churn-predictor-00002", state=progressing_state())
-    isvcs = FakeInferenceServices(obj)
+    isvcs = FakeObjects(obj, commands_webhook=TEST_SEALER)
     reconciler, events, _ = make(store, isvcs, Judgement("pass", "fine"),
                                  T0 + timedelta(minutes=3))
     store.reload()
@@ -191,11 +195,12 @@ def test_an_invalid_policy_edit_is_reported_on_the_objects_that_use_it(
 
 def test_analysis_runs_at_the_policy_interval_not_every_pass(store: PolicyStore) -> None:
     obj = isvc("s3://m/v2", 10, created="churn-predictor-00002", state=progressing_state())
-    isvcs = FakeInferenceServices(obj)
+    isvcs = FakeObjects(obj, commands_webhook=TEST_SEALER)
     clock = [T0]
     events, analyzer = FakeEvents(), FakeAnalyzer(Judgement("continue", "wait"))
-    reconciler = Reconciler(isvcs=isvcs, policies=store, analyzer=analyzer, events=events,
-                            telemetry=Telemetry(), sealer=TEST_SEALER, clock=lambda: clock[0])
+    reconciler = Reconciler(objects=isvcs, routers=ROUTERS, policies=store, analyzer=analyzer,
+                            events=events, telemetry=Telemetry(), sealer=TEST_SEALER,
+                            clock=lambda: clock[0])
     for seconds in (30, 40, 50, 61):
         clock[0] = T0 + timedelta(seconds=seconds)
         reconciler.run_once()
@@ -204,11 +209,12 @@ def test_analysis_runs_at_the_policy_interval_not_every_pass(store: PolicyStore)
 
 def test_commands_wait_under_one_fixed_key_and_are_consumed_with_the_action(
         store: PolicyStore) -> None:
-    from controller.commands import submit_command
-    from controller.rollout.state import COMMANDS_ANNOTATION, Command
+    from controller.kube.annotations import COMMANDS_ANNOTATION
+    from controller.kube.commands import submit_command
+    from controller.rollout.state import Command
 
     obj = isvc("s3://m/v2", 10, created="churn-predictor-00002", state=progressing_state())
-    isvcs = FakeInferenceServices(obj)
+    isvcs = FakeObjects(obj, commands_webhook=TEST_SEALER)
     abort = Command("c1", "abort", "alice", T0, rollout="r1")
     submit_command(isvcs, "models", "churn", abort)
     submit_command(isvcs, "models", "churn", abort)  # a replay is not added twice
@@ -226,18 +232,19 @@ def test_commands_wait_under_one_fixed_key_and_are_consumed_with_the_action(
 
 
 def test_a_command_added_between_read_and_write_is_not_lost(store: PolicyStore) -> None:
-    from controller.commands import submit_command
+    from controller.kube.commands import submit_command
     from controller.rollout.state import Command
 
     obj = isvc("s3://m/v2", 10, created="churn-predictor-00002", state=progressing_state())
-    isvcs = FakeInferenceServices(obj)
+    isvcs = FakeObjects(obj, commands_webhook=TEST_SEALER)
     isvcs.conflict_next = True  # someone else wrote first
     submit_command(isvcs, "models", "churn", Command("c1", "pause", "a", T0))
     assert len(isvcs.patches) == 1  # retried after the 409
 
 
 def test_restore_previous_spec_after_a_confirmed_rollback(tmp_path: Path) -> None:
-    from controller.rollout.state import LAST_GOOD_ANNOTATION, Phase
+    from controller.kube.annotations import LAST_GOOD_ANNOTATION
+    from controller.rollout.state import Phase
 
     source = (ROOT / "policies" / "fast.yaml").read_text().replace(
         "  onMissingData:", "  onFailure: {restorePreviousSpec: true}\n  onMissingData:")
@@ -247,7 +254,7 @@ def test_restore_previous_spec_after_a_confirmed_rollback(tmp_path: Path) -> Non
                                        expected_percent=0)
     obj = isvc("s3://m/v2", 0, created="churn-predictor-00002", state=state)
     obj["spec"]["predictor"]["minReplicas"] = 2  # a field the good spec did not have
-    state = state.evolve(spec_hash=predictor_hash(obj["spec"]["predictor"]))
+    state = state.evolve(spec_hash=KNATIVE.observe(obj).spec_hash)
     obj["metadata"]["annotations"][STATE_ANNOTATION] = sealed_state(state, "u1")
     obj["status"]["components"]["predictor"]["traffic"] = [
         {"revisionName": "churn-predictor-00001", "percent": 100},
@@ -255,7 +262,7 @@ def test_restore_previous_spec_after_a_confirmed_rollback(tmp_path: Path) -> Non
     good = {"model": {"modelFormat": {"name": "sklearn"}, "storageUri": "s3://m/v1"}}
     obj["metadata"]["annotations"][LAST_GOOD_ANNOTATION] = TEST_SEALER.seal_text(
         SEAL_LAST_GOOD, "u1", {"predictor": good})
-    isvcs = FakeInferenceServices(obj)
+    isvcs = FakeObjects(obj, commands_webhook=TEST_SEALER)
     reconciler, events, _ = make(store, isvcs, now=T0 + timedelta(minutes=5))
     reconciler.run_once()
     (_, _, patch), = isvcs.patches
@@ -284,7 +291,7 @@ def test_restore_without_a_recorded_spec_is_reported_and_the_rollback_stands(
     obj = isvc("s3://m/v2", 0, created="churn-predictor-00002", state=state)
     obj["status"]["components"]["predictor"]["traffic"] = [
         {"revisionName": "churn-predictor-00001", "percent": 100}]
-    isvcs = FakeInferenceServices(obj)
+    isvcs = FakeObjects(obj, commands_webhook=TEST_SEALER)
     reconciler, events, _ = make(PolicyStore(tmp_path), isvcs, now=T0 + timedelta(minutes=5))
     reconciler.run_once()
     (_, _, patch), = isvcs.patches

@@ -8,18 +8,24 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from controller.kube.annotations import (
+    COMMANDS_ANNOTATION,
+    MAX_PENDING_COMMANDS,
+    SEAL_COMMAND,
+    STATE_ANNOTATION,
+)
+from controller.kube.fakes import FakeObjects
 from controller.policystore import PolicyStore
 from controller.rollout.machine import Judgement
-from controller.rollout.state import COMMANDS_ANNOTATION, STATE_ANNOTATION, Command, RolloutState
-from controller.traffic.kserve import MAX_PENDING_COMMANDS, SEAL_COMMAND
-from tests.fakes import TEST_SEALER, FakeInferenceServices, put_state
+from controller.rollout.state import Command, RolloutState
+from tests.fakes import TEST_SEALER, put_state
 from tests.unit.test_reconciler import T0, isvc, make, progressing_state, store
 
 __all__ = ["store"]  # the fixture, shared with test_reconciler
 NOW = T0 + timedelta(minutes=3)
 
 
-def _pair(broken: dict[str, Any]) -> FakeInferenceServices:
+def _pair(broken: dict[str, Any]) -> FakeObjects:
     """The broken object, and a healthy rollout ("churn") whose step passes now."""
     broken["metadata"]["name"] = "broken"
     broken["metadata"]["uid"] = "u-broken"
@@ -27,10 +33,10 @@ def _pair(broken: dict[str, Any]) -> FakeInferenceServices:
     if text is not None:  # sealed for the new uid, as the controller would have written it
         put_state(broken, RolloutState.from_json(text))
     healthy = isvc("s3://m/v2", 10, created="churn-predictor-00002", state=progressing_state())
-    return FakeInferenceServices(broken, healthy)
+    return FakeObjects(broken, healthy, commands_webhook=TEST_SEALER)
 
 
-def _healthy_advanced(isvcs: FakeInferenceServices) -> bool:
+def _healthy_advanced(isvcs: FakeObjects) -> bool:
     return any(name == "churn" and patch.get("spec") == {"predictor": {
         "canaryTrafficPercent": 50}} for _, name, patch in isvcs.patches)
 
@@ -136,7 +142,7 @@ def test_the_failing_gauge_forgets_an_object_that_was_deleted(store: PolicyStore
 
 
 def test_commands_with_oversized_fields_are_unreadable(store: PolicyStore) -> None:
-    from controller.traffic.kserve import read_commands
+    from controller.kube.annotations import read_commands
 
     huge = json.loads(Command("c1", "abort", "x", datetime(2026, 1, 1, tzinfo=UTC)).to_json())
     huge["reason"] = "x" * 5000
@@ -155,7 +161,7 @@ def test_a_controller_that_was_away_longer_than_ready_timeout_does_not_roll_back
                                          step_started_at=None)
     obj = isvc("s3://m/v2", 10, created="churn-predictor-00002",
                ready="churn-predictor-00001", state=pending)
-    isvcs = FakeInferenceServices(obj)
+    isvcs = FakeObjects(obj, commands_webhook=TEST_SEALER)
     clock = [T0 + timedelta(hours=2)]
     reconciler, events, _ = make(store, isvcs)
     reconciler.clock = lambda: clock[0]

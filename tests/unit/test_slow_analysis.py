@@ -10,17 +10,20 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from controller.commands import submit_command
 from controller.judging import AnalysisRequest
+from controller.kube.annotations import STATE_ANNOTATION
+from controller.kube.commands import submit_command
+from controller.kube.fakes import FakeEvents, FakeObjects
 from controller.policystore import PolicyStore
 from controller.providers.presets import Part, Template
 from controller.providers.prometheus import PrometheusProvider
 from controller.reconciler import Reconciler
 from controller.rollout.machine import Judgement
-from controller.rollout.state import STATE_ANNOTATION, Command, Phase, RolloutState
+from controller.rollout.state import Command, Phase, RolloutState
+from controller.routers import ROUTERS
 from controller.settings import PrometheusSettings
 from controller.telemetry import Telemetry
-from tests.fakes import TEST_SEALER, FakeEvents, FakeInferenceServices
+from tests.fakes import TEST_SEALER
 from tests.unit.test_reconciler import T0, isvc, progressing_state, store
 
 __all__ = ["store"]
@@ -40,7 +43,7 @@ class BlockedAnalyzer:
         return {r.key: Judgement("fail", "error rate 5% vs 0.5%") for r in requests}
 
 
-def _state(isvcs: FakeInferenceServices, name: str) -> RolloutState:
+def _state(isvcs: FakeObjects, name: str) -> RolloutState:
     return RolloutState.from_json(isvcs.objects[("models", name)]["metadata"]["annotations"][
         STATE_ANNOTATION])
 
@@ -51,12 +54,12 @@ def test_deploy_guards_and_rollbacks_go_on_while_analysis_hangs(store: PolicySto
     aborted["metadata"].update(name="aborted")
     adopted = isvc("s3://m/v1", None)
     adopted["metadata"].update(name="deployed", uid="u-deployed")
-    isvcs = FakeInferenceServices(judged, aborted, adopted)
+    isvcs = FakeObjects(judged, aborted, adopted, commands_webhook=TEST_SEALER)
     analyzer = BlockedAnalyzer()
     clock = [T0 + timedelta(minutes=3)]
-    reconciler = Reconciler(isvcs=isvcs, policies=store, analyzer=analyzer, events=FakeEvents(),
-                            telemetry=Telemetry(), sealer=TEST_SEALER, clock=lambda: clock[0],
-                            background=True)
+    reconciler = Reconciler(objects=isvcs, routers=ROUTERS, policies=store, analyzer=analyzer,
+                            events=FakeEvents(), telemetry=Telemetry(), sealer=TEST_SEALER,
+                            clock=lambda: clock[0], background=True)
     try:
         reconciler.run_once()                     # submits the analysis, does not wait
         assert analyzer.started.wait(30)

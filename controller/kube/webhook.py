@@ -2,32 +2,37 @@
 and the commands webhook, which stamps every operator command with its authenticated
 writer (``stamp_commands``, below).
 
-In KServe a predictor change without ``canaryTrafficPercent`` sends 100% of traffic to
-the new model as soon as it is ready, so an unanalysed model could take all traffic.
-On any predictor change of a managed InferenceService this webhook sets
-``canaryTrafficPercent`` to the policy's first step (0 while a pre-rollout gate must
-pass first, or when the policy is unknown). Pure: AdmissionReview in, AdmissionReview
-out; the HTTP server in ``server`` carries it. Registered with ``failurePolicy: Ignore``:
-when it is down, the controller notices the unguarded change and pulls it back.
+A change of a model's spec without a canary weight can send all traffic to the new model
+as soon as it is ready (KServe in Knative mode does), so an unanalysed model could take
+all traffic. On any spec change of a managed object this webhook has the object's
+traffic router hold the new model at the policy's first step (0 while a pre-rollout gate
+must pass first, or when the policy is unknown); an object no router drives is left as
+it is (the controller reports it). Pure: AdmissionReview in, AdmissionReview out; the
+HTTP server in ``controller.server`` carries it. Registered with ``failurePolicy:
+Ignore``: when it is down, the controller notices the unguarded change and pulls it back.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
+from controller.errors import Unsupported
+from controller.kube.annotations import (
+    COMMANDS_ANNOTATION,
+    MAX_PENDING_COMMANDS,
+    POLICY_ANNOTATION,
+    SEAL_COMMAND,
+    annotations_of,
+    commands_value,
+)
 from controller.policy.model import RolloutPolicy
 from controller.rollout.seal import Sealer
-from controller.rollout.state import COMMANDS_ANNOTATION, POLICY_ANNOTATION, Command
-from controller.traffic.kserve import (
-    MAX_PENDING_COMMANDS,
-    SEAL_COMMAND,
-    commands_value,
-    predictor_hash,
-)
+from controller.rollout.state import Command
+from controller.routers.base import TrafficRouter, choose, spec_hash
 
 
 def start_percent(policy: RolloutPolicy | None) -> int:
@@ -38,8 +43,10 @@ def start_percent(policy: RolloutPolicy | None) -> int:
 
 
 def review_response(review: Mapping[str, Any],
-                    policies: Callable[[str], RolloutPolicy | None]) -> dict[str, Any]:
-    """Answer an admission.k8s.io/v1 AdmissionReview for an InferenceService."""
+                    policies: Callable[[str], RolloutPolicy | None],
+                    routers: Sequence[TrafficRouter]) -> dict[str, Any]:
+    """Answer an admission.k8s.io/v1 AdmissionReview for an object of the routers'
+    resource."""
     request = review.get("request") or {}
     response: dict[str, Any] = {"uid": request.get("uid", ""), "allowed": True}
     envelope = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
@@ -47,21 +54,23 @@ def review_response(review: Mapping[str, Any],
     if request.get("operation") != "UPDATE":
         return envelope  # a first deploy has no stable revision to protect
     new, old = request.get("object") or {}, request.get("oldObject") or {}
-    name = ((new.get("metadata") or {}).get("annotations") or {}).get(POLICY_ANNOTATION)
+    name = annotations_of(new).get(POLICY_ANNOTATION)
     if not name:
         return envelope
-    new_predictor = (new.get("spec") or {}).get("predictor") or {}
-    old_predictor = (old.get("spec") or {}).get("predictor") or {}
-    if predictor_hash(new_predictor) == predictor_hash(old_predictor):
+    try:
+        router = choose(routers, new)
+    except Unsupported:
+        return envelope  # nothing Rollwise could hold it with; the controller says so
+    if spec_hash(router.spec(new)) == spec_hash(router.spec(old)):
         return envelope
     percent = start_percent(policies(name))
-    if new_predictor.get("canaryTrafficPercent") == percent:
+    patch = router.hold(new, percent)
+    if patch is None:
         return envelope
-    patch = [{"op": "add", "path": "/spec/predictor/canaryTrafficPercent", "value": percent}]
     response["patchType"] = "JSONPatch"
     response["patch"] = base64.b64encode(json.dumps(patch).encode()).decode()
-    response["warnings"] = [f"rollwise: canaryTrafficPercent set to {percent} (policy {name}): "
-                            "the new model earns its traffic step by step"]
+    response["warnings"] = [f"rollwise: {router.weight_field} set to {percent} (policy "
+                            f"{name}): the new model earns its traffic step by step"]
     return envelope
 
 
@@ -85,8 +94,7 @@ def stamp_commands(review: Mapping[str, Any], sealer: Sealer) -> dict[str, Any]:
     envelope = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
                 "response": response}
     new = request.get("object") or {}
-    annotations = (new.get("metadata") or {}).get("annotations") or {}
-    text = annotations.get(COMMANDS_ANNOTATION)
+    text = annotations_of(new).get(COMMANDS_ANNOTATION)
     if text is None:
         return envelope
 
@@ -96,8 +104,9 @@ def stamp_commands(review: Mapping[str, Any], sealer: Sealer) -> dict[str, Any]:
         return envelope
 
     if request.get("operation") != "UPDATE":
-        return deny(f"{COMMANDS_ANNOTATION} can only be added to an existing "
-                    "InferenceService (use rollwise approve|promote|abort|... on it)")
+        kind = (request.get("kind") or {}).get("kind") or "object"
+        return deny(f"{COMMANDS_ANNOTATION} can only be added to an existing {kind} "
+                    "(use rollwise approve|promote|abort|... on it)")
     uid = str((new.get("metadata") or {}).get("uid") or "")
     user = request.get("userInfo") or {}
     username = str(user.get("username") or "")

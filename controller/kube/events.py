@@ -1,29 +1,26 @@
-"""Kubernetes Events on InferenceServices, one per rollout transition.
+"""Kubernetes Events on the managed objects, one per rollout transition.
 
-I/O (thin). Each Event's name is derived from the rollout id and the transition, so a
-retry or a restart that records the same transition again gets 409 AlreadyExists and
-does nothing: no side effect happens twice.
+I/O (thin). Each Event's name is derived from its key (the rollout id and the transition,
+``controller.rollout.machine.with_event_records``), so a retry or a restart that records
+the same transition again gets 409 AlreadyExists and does nothing: no side effect happens
+twice. The in-memory twin is ``fakes.FakeEvents``.
 """
 
 from __future__ import annotations
 
 import hashlib
 from datetime import datetime
-from typing import Protocol
 
 import structlog
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from controller.kube import OnError
+from controller.rollout.machine import MAX_EVENT_MESSAGE
+from controller.routers.base import Resource
+
 log = structlog.get_logger(__name__)
 COMPONENT = "rollwise"
-MAX_EVENT_MESSAGE = 1024
-
-
-class EventRecorder(Protocol):
-    def record(self, namespace: str, name: str, uid: str, *, key: str, reason: str,
-               message: str, warning: bool, at: datetime) -> None:
-        """Record an Event on the InferenceService; ``key`` makes it idempotent."""
 
 
 def event_name(name: str, key: str) -> str:
@@ -32,8 +29,12 @@ def event_name(name: str, key: str) -> str:
 
 
 class KubeEventRecorder:
-    def __init__(self, api_client: client.ApiClient, on_error: OnError | None = None) -> None:
+    """``EventRecorder`` on the core API, for objects of ``resource``."""
+
+    def __init__(self, api_client: client.ApiClient, resource: Resource,
+                 on_error: OnError | None = None) -> None:
         self._api = client.CoreV1Api(api_client)
+        self._resource = resource
         self._on_error = on_error
 
     def record(self, namespace: str, name: str, uid: str, *, key: str, reason: str,
@@ -41,7 +42,7 @@ class KubeEventRecorder:
         body = client.CoreV1Event(
             metadata=client.V1ObjectMeta(name=event_name(name, key), namespace=namespace),
             involved_object=client.V1ObjectReference(
-                api_version="serving.kserve.io/v1beta1", kind="InferenceService",
+                api_version=self._resource.api_version, kind=self._resource.kind,
                 name=name, namespace=namespace, uid=uid),
             reason=reason, message=message[:MAX_EVENT_MESSAGE],
             type="Warning" if warning else "Normal",
@@ -58,7 +59,3 @@ class KubeEventRecorder:
                 self._on_error("create-event")
             log.warning("event not recorded", namespace=namespace, name=name, reason=reason,
                         status=err.status)
-
-
-class OnError(Protocol):
-    def __call__(self, verb: str) -> None: ...

@@ -1,4 +1,4 @@
-"""Operator commands on the InferenceService: the one way a human (CLI or Slack) tells the
+"""Operator commands on a managed object: the one way a human (CLI or Slack) tells the
 controller to approve, promote, abort, retry, pause or resume.
 
 Commands wait in one annotation, ``rollwise.io/commands``, a JSON list: one fixed key,
@@ -11,39 +11,44 @@ acts once.
 
 Who wrote a command is established by the API server, not by the entry: the commands
 admission webhook stamps each new entry with the authenticated writer and seals it
-(``controller.webhook.stamp_commands``). The Slack handler seals its own entries (it
+(``controller.kube.webhook.stamp_commands``). The Slack handler seals its own entries (it
 checked the click's signature and the approver); pass its ``sealer`` here.
+
+I/O through ``Objects`` (so the tests run it on ``fakes.FakeObjects``).
 """
 
 from __future__ import annotations
 
-from controller.rollout.seal import Sealer
-from controller.rollout.state import COMMANDS_ANNOTATION, Command
-from controller.traffic import Conflict, InferenceServices
-from controller.traffic.kserve import (
+from controller.errors import Conflict
+from controller.kube import Objects
+from controller.kube.annotations import (
+    COMMANDS_ANNOTATION,
     MAX_PENDING_COMMANDS,
     SEAL_COMMAND,
+    annotations_of,
     commands_value,
     raw_commands,
 )
+from controller.rollout.seal import Sealer
+from controller.rollout.state import Command
 
 ATTEMPTS = 5
 
 
 class CommandNotDelivered(Exception):
-    """The InferenceService is gone or kept changing; the message says which."""
+    """The object is gone or kept changing; the message says which."""
 
 
-def submit_command(isvcs: InferenceServices, namespace: str, name: str, command: Command, *,
+def submit_command(objects: Objects, namespace: str, name: str, command: Command, *,
                    sealer: Sealer | None = None) -> None:
     """Append ``command`` (once: an id already waiting is not added again); sealed for the
     object when a ``sealer`` is given (the controller's own Slack commands)."""
     for _ in range(ATTEMPTS):
-        obj = isvcs.get(namespace, name)
+        obj = objects.get(namespace, name)
         if obj is None:
-            raise CommandNotDelivered(f"{namespace}/{name}: no such InferenceService")
+            raise CommandNotDelivered(f"{namespace}/{name}: no such object")
         meta = obj.get("metadata") or {}
-        entries = raw_commands((meta.get("annotations") or {}).get(COMMANDS_ANNOTATION))
+        entries = raw_commands(annotations_of(obj).get(COMMANDS_ANNOTATION))
         if any(e.get("id") == command.id for e in entries):
             return
         entry = command.to_mapping()
@@ -54,7 +59,7 @@ def submit_command(isvcs: InferenceServices, namespace: str, name: str, command:
         patch = {"metadata": {"resourceVersion": meta.get("resourceVersion"),
                               "annotations": {COMMANDS_ANNOTATION: commands_value(waiting)}}}
         try:
-            isvcs.patch(namespace, name, patch)
+            objects.patch(namespace, name, patch)
             return
         except Conflict:
             continue

@@ -1,0 +1,103 @@
+"""The ``TrafficRouter`` Protocol: what a rollout needs from the layer that serves the model.
+
+In the style of Argo Rollouts' traffic routers (``rollout/trafficrouting``: set weight,
+verify weight, type), one module per way of serving. A router:
+
+- names the objects it drives (``resource``: API group, version, plural, kind) and says
+  why it cannot drive one (``supports``: a reason, never silence);
+- reads what serves (``observe``): stable and canary revisions, readiness, the split in
+  force as the serving layer reports it, not as Rollwise wrote it;
+- says what "the spec" of a model version is (``spec``: hashed to tell versions apart,
+  recorded at a promotion, put back by ``RestoreSpec``);
+- builds the spec part of THE one fenced write (``write``: set a weight, promote, roll
+  back, restore) and the admission webhook's hold of a new model (``hold``);
+- says whether the serving layer reports a promotion or a rollback in effect
+  (``in_effect``, the state machine's ``Serving``), and how messages name its weight.
+
+Pure: objects in as the API returns them (dicts), desired state out; the call that writes
+is ``controller.kube``'s, together with the rollout state. A router whose writes go beyond
+that one patch (a canary Deployment to create) keeps those calls in ``controller.kube``.
+Callers: the reconciler, the state machine (through ``Serving``), the admission webhook,
+the CLI.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from controller.errors import Unsupported
+from controller.rollout.machine import Serving, TrafficAction
+from controller.rollout.state import Observation
+
+
+@dataclass(frozen=True)
+class Resource:
+    """A Kubernetes resource, as a client addresses it."""
+
+    group: str
+    version: str
+    plural: str
+    kind: str
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+
+class TrafficRouter(Serving, Protocol):
+    """One way of serving a model, driven through its object's spec and read from its status.
+    Every method is pure; ``obj`` is the object as the API server returns it."""
+
+    @property
+    def name(self) -> str:
+        """Names the router in messages and logs (``kserve-knative``)."""
+
+    @property
+    def resource(self) -> Resource:
+        """The resource of the objects it drives."""
+
+    def supports(self, obj: Mapping[str, Any]) -> str | None:
+        """Why this router cannot drive ``obj`` (its serving mode, a missing field), or None
+        when it can."""
+
+    def spec(self, obj: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The model version ``obj`` asks for, without the traffic fields Rollwise writes:
+        what ``spec_hash`` identifies and what a promotion records as the last good spec."""
+
+    def observe(self, obj: Mapping[str, Any]) -> Observation:
+        """What serves, from the serving layer's status (``watched_since`` left unset)."""
+
+    def write(self, obj: Mapping[str, Any], action: TrafficAction, *,
+              last_good: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The ``spec`` part of the one merge patch that carries ``action``; ``last_good``
+        (a ``spec`` recorded at a promotion) is what ``RestoreSpec`` puts back."""
+
+    def hold(self, obj: Mapping[str, Any], percent: int) -> list[dict[str, Any]] | None:
+        """The admission JSON patch that holds a new model in ``obj`` at ``percent``, or
+        None when ``obj`` already asks for that."""
+
+
+def spec_hash(spec: Mapping[str, Any]) -> str:
+    """What identifies a model version: the hash of a router's ``spec`` (canonical JSON).
+    Stored in the rollout state, so it never changes for a given spec."""
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, separators=(",", ":"))
+                          .encode()).hexdigest()[:32]
+
+
+def choose(routers: Sequence[TrafficRouter], obj: Mapping[str, Any]) -> TrafficRouter:
+    """The first router that drives ``obj``; ``Unsupported`` with every router's reason when
+    none does."""
+    reasons = []
+    for router in routers:
+        why = router.supports(obj)
+        if why is None:
+            return router
+        reasons.append(f"{router.name}: {why}")
+    meta = obj.get("metadata") or {}
+    kind = obj.get("kind") or (routers[0].resource.kind if routers else "object")
+    raise Unsupported(f"{kind} {meta.get('namespace')}/{meta.get('name')} cannot be driven "
+                      f"by Rollwise ({'; '.join(reasons) or 'no traffic router configured'})")
