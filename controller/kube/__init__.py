@@ -25,10 +25,10 @@ module                 what                                                  I/O
 =====================  ===================================================  =========
 
 This module imports no client library: importing a pure module of the package (or the
-fakes) never loads ``kubernetes``.
+fakes) never loads ``kubernetes``. (No ``from __future__ import annotations`` here: it
+would bind the name ``annotations`` in this package, hiding the ``annotations`` module
+from ``from controller.kube import annotations``.)
 """
-
-from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass

@@ -21,7 +21,7 @@ class RolloutSnapshot:
     uid: str
     policy: str
     state: RolloutState
-    url: str | None = None                  # status.url of the InferenceService
+    url: str | None = None                  # where the model is served (Observation.url)
     events: tuple[Event, ...] = ()          # what just happened (may be empty on catch-up)
 
     @property
