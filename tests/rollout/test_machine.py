@@ -20,6 +20,7 @@ from controller.rollout.machine import (
     Result,
     RollBack,
     SetCanary,
+    gate_due,
     with_event_records,
 )
 from controller.rollout.state import (
@@ -100,8 +101,25 @@ def canary_obs(percent: int) -> Observation:
 
 def test_first_sight_adopts_the_serving_revision_without_touching_traffic() -> None:
     result = decide(None, "p", POLICY, stable(), T0)
-    assert result.traffic is None
+    assert result.traffic is None and result.promoted    # what serves is the good spec
     assert result.state is not None and result.state.revision == "m-1"
+
+
+@pytest.mark.parametrize(("phase", "spec", "gated", "due"), [
+    (Phase.PENDING, "h2", True, True),
+    (Phase.PENDING, "h2", False, False),         # no gate in the policy
+    (Phase.PENDING, "h3", True, False),          # a newer spec starts a new rollout first
+    (Phase.BLOCKED, "h2", True, False),          # judged already: blocked stays blocked
+    (Phase.WAITING_READY, "h2", True, False),
+])
+def test_the_gate_is_asked_only_while_pending_for_the_spec_that_serves(
+        phase: Phase, spec: str, gated: bool, due: bool) -> None:
+    policy = POLICY if not gated else load_text(POLICY_YAML.replace(
+        "  readyTimeout", "  gates: {preRollout: {metrics: [{name: auc, min: 0.9}]}}\n"
+        "  readyTimeout"), "g.yaml")[0].policy.spec
+    state = progressing().evolve(phase=phase)
+    assert gate_due(state, policy, stable(10, spec)) is due
+    assert gate_due(None, policy, stable(10, spec)) is False
 
 
 def test_new_model_is_held_at_the_first_step_when_the_webhook_did_not() -> None:
@@ -282,6 +300,7 @@ def test_promotion_is_confirmed_from_kserve_status_not_from_memory() -> None:
                            traffic=(TrafficTarget("m-2", 100, latest=True),))
     done = decide(promoting, "p", POLICY, done_obs, T0)
     assert done.state is not None and done.state.phase == Phase.SUCCEEDED
+    assert done.promoted and not not_yet.promoted     # the good spec is recorded now
 
 
 def test_hand_edit_of_the_percent_pauses_and_is_not_fought() -> None:
@@ -401,6 +420,10 @@ def test_invariants_hold_on_any_run(run: list[tuple[Judgement | None, str | None
         # After a promotion the percent is never lowered without a spec change.
         if obs.spec_hash in promoted:
             assert result.traffic is None
+        # The serving spec is recorded as the good one exactly when it becomes the stable
+        # one (the rule the reconciler applied itself before the seam).
+        assert result.promoted == (state.phase == Phase.SUCCEEDED and (
+            before is None or before.phase != Phase.SUCCEEDED))
         # A step is never skipped: each advance moves by exactly one step (or promotes).
         if isinstance(result.traffic, SetCanary) and before is not None and \
                 before.phase.analysing and state.phase == Phase.PROGRESSING:
