@@ -5,7 +5,8 @@ binaries simulations.kube.build caches, on free 127.0.0.1 ports, with freshly
 generated certificates, static-token authentication (an admin in
 system:masters and the controller as its ServiceAccount user), RBAC
 authorization and the admission webhooks enabled. It then installs the real
-KServe InferenceService CRD, the controller's Namespace and ServiceAccount and
+KServe InferenceService CRD and the Gateway API CRDs (crds/), the controller's
+Namespace and ServiceAccount and
 the given manifests, and writes admin and controller kubeconfigs. On exit, also
 after an exception or Ctrl-C, it stops both servers and removes its workdir.
 For fault tests, `stop_apiserver()`/`start_apiserver()` and `pause_apiserver()`/
@@ -46,6 +47,7 @@ from simulations.kube.clients import (
     update_with_retry,
     write_kubeconfig,
 )
+from simulations.kube.crds import GATEWAY_API_CRDS, KSERVE_CRD, shared_reference_dir
 from simulations.kube.manifests import ManifestError, ManifestObject, Manifests, load_manifests
 from simulations.kube.processes import STOP_GRACE_S, ManagedProcess
 
@@ -61,9 +63,9 @@ __all__ = [
 KSERVE_CRD_ENV = "ROLLWISE_KSERVE_CRD"
 # KServe's real CRD, kept in the repository (crds/README.md: source, commit, sha256) so
 # that a fresh machine has it; a test keeps it identical to shared/reference when present.
-DEFAULT_KSERVE_CRD = Path(__file__).with_name("crds") / "serving.kserve.io_inferenceservices.yaml"
+DEFAULT_KSERVE_CRD = KSERVE_CRD
 SHARED_REFERENCE_CRD = (
-    PROJECT_ROOT.parent / "shared" / "reference" / "kserve"
+    (shared_reference_dir() or PROJECT_ROOT.parent / "shared" / "reference") / "kserve"
     / "serving.kserve.io_inferenceservices.yaml"
 )
 KSERVE_CRD_NAME = "inferenceservices.serving.kserve.io"
@@ -211,7 +213,7 @@ class ControlPlane:
         crd = _resolve_kserve_crd(self._kserve_crd)
         try:
             # Read before starting anything, so a bad file costs no server start.
-            objects = load_manifests([crd, *self._manifests])
+            objects = load_manifests([crd, *GATEWAY_API_CRDS, *self._manifests])
             binaries = self._binaries or ensure_binaries()
         except (ManifestError, BuildError) as error:
             raise ControlPlaneError(str(error)) from error
