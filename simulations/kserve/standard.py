@@ -310,6 +310,16 @@ def _validate_canary_specs(isvc: InferenceService, settings: Settings) -> str | 
     return None
 
 
+def _validate_predictor(predictor: Mapping[str, Any]) -> str | None:
+    """``validatePredictor``: the stable predictor's model (or framework) spec has no
+    ``name``, though the container it embeds has one; a canary's may (and with the 0.20 CRD
+    must: ``spec.canary[].predictor.model.name`` is required by its schema)."""
+    for implementation in _IMPLEMENTATIONS:
+        if (predictor.get(implementation) or {}).get("name"):
+            return "the 'name' field is not allowed in standard predictor"
+    return None
+
+
 def admission_error(
     new: InferenceService,
     old: InferenceService | None,
@@ -321,7 +331,8 @@ def admission_error(
     ``old`` is the object as last admitted (None on create) and ``old_status_mode`` its
     ``status.deploymentMode``. Checked as ``ValidateUpdate`` does: the mode may not change
     once recorded, ``predictor.name`` may change only with the model (the promotion), then
-    ``validateCanarySpecs``. The answer is the message the writer would get (HTTP 403).
+    ``validatePredictor`` and ``validateCanarySpecs`` (the rest of ``validateInferenceService``
+    is not simulated). The answer is the message the writer would get (HTTP 403).
     """
     reason: str | None = None
     if old is not None:
@@ -336,6 +347,8 @@ def admission_error(
             _predictor_storage_uri(old.predictor) == _predictor_storage_uri(new.predictor)
         ):
             reason = "predictor.name change requires a model change (e.g. storageUri)"
+    if reason is None:
+        reason = _validate_predictor(new.predictor)
     if reason is None:
         reason = _validate_canary_specs(new, settings)
     if reason is None:
@@ -503,9 +516,18 @@ def pod_template(
     """A digest of the pod template KServe builds for ``predictor`` (``buildObjectMeta`` and
     the pod spec): the predictor without the fields in ``_NOT_IN_POD_TEMPLATE``, the
     InferenceService's propagated labels and annotations, and the ``app`` label naming the
-    Deployment. Rollwise's annotations change it unless they are disallowed (Settings)."""
+    Deployment. Rollwise's annotations change it unless they are disallowed (Settings).
+
+    ``model.name`` is the name of the container it embeds, merged over the runtime's
+    ``kserve-container`` (``MergeRuntimeContainers``): ``kserve-container`` is the same pod
+    as no name, any other name renames the container, which is a new template.
+    """
+    fields = {k: v for k, v in predictor.items() if k not in _NOT_IN_POD_TEMPLATE}
+    spec = fields.get("model")
+    if isinstance(spec, Mapping) and spec.get("name") == _KSERVE_CONTAINER:
+        fields["model"] = {k: v for k, v in spec.items() if k != "name"}
     canonical = {
-        "predictor": {k: v for k, v in predictor.items() if k not in _NOT_IN_POD_TEMPLATE},
+        "predictor": fields,
         "labels": {k: v for k, v in isvc.labels.items() if k not in settings.label_disallowed},
         "annotations": propagated_annotations(isvc, settings),
         RAW_APP_LABEL: f"isvc.{deployment}",

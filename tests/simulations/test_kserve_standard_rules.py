@@ -186,6 +186,16 @@ def test_validate_canary_specs(isvc: InferenceService, error: str | None) -> Non
     assert found == (None if error is None else VALIDATOR + error)
 
 
+def test_the_stable_model_may_not_have_a_name_but_a_canary_s_may() -> None:
+    """validatePredictor (code): so a promotion copies the canary's model without its name,
+    which the 0.20 CRD requires on ``spec.canary[].predictor.model``."""
+    named = {"model": {**model("gs://test/model-v2"), "name": "kserve-container"}}
+    assert standard.admission_error(make_isvc(predictor=named), None, "", Settings()) == (
+        VALIDATOR + "the 'name' field is not allowed in standard predictor")
+    entry = {"predictor": {"name": "v2", **named}, "trafficPercent": 10}
+    assert standard.admission_error(make_isvc((entry,)), None, "", Settings()) is None
+
+
 def test_canary_without_annotation_is_admitted_when_the_default_is_standard() -> None:
     """DefaultInferenceService adds the annotation when defaultDeploymentMode is Standard."""
     isvc = make_isvc((canary("v2", 10),), annotations={})
@@ -664,6 +674,24 @@ def test_canary_stepped_10_then_50_then_promoted_without_restart() -> None:
     assert cluster.status["address"] == {"url": "http://iris-v2-predictor.models.svc.cluster.local"}
     assert cluster.status["url"] == "http://iris-models.example.com"  # unchanged for clients
     assert cluster.route_writes > writes
+
+
+@pytest.mark.parametrize(("container", "restarts"), [("kserve-container", False), ("v2", True)])
+def test_the_canary_model_name_decides_whether_a_promotion_restarts(
+    container: str, restarts: bool
+) -> None:
+    """MergeRuntimeContainers: ``model.name`` names the container over the runtime's
+    ``kserve-container``; the stable's model has no name after the promotion."""
+    cluster = deployed()
+    entry = canary("v2", 10, "s3://m/v2")
+    entry["predictor"]["model"]["name"] = container
+    cluster.apply(isvc_v((entry,)))
+    cluster.bring_up("iris-v2-predictor")
+    cluster.apply(isvc_v((entry,)))
+    before = cluster.deployments["iris-v2-predictor"].current.name
+    cluster.apply(isvc_v(predictor_name="v2", uri="s3://m/v2"))
+    after = cluster.deployments["iris-v2-predictor"].current.name
+    assert (after != before) is restarts
 
 
 def test_rollback_removes_the_canary_and_restores_stable_replicas() -> None:
