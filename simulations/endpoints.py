@@ -1,4 +1,5 @@
-"""Simulated KServe model endpoints, one HTTP server per Knative revision, on 127.0.0.1.
+"""Simulated KServe model endpoints, one HTTP server per Knative revision (or Standard-mode
+ReplicaSet), on 127.0.0.1.
 
 Purpose
 -------
@@ -119,6 +120,17 @@ one with KServe's metric aggregation); a simulated endpoint serves both on one
 ``/metrics``. File-sd targets carry only ``namespace`` and ``pod`` (as a kubernetes-sd
 relabelling would), names that no exposed series uses; Prometheus adds ``job`` and
 ``instance``.
+
+KServe Standard mode (flavour ``kserve-standard``, ``STANDARD_FLAVOUR``): no Knative, so
+no queue-proxy; a pod exports only the model server's series above (and the custom
+prediction histogram), all labelled ``model_name`` alone. The pod is the scrape target:
+``namespace`` and ``pod`` come from the target, the pod named after its Deployment and
+ReplicaSet, ``<isvc>[-<predictor name>]-predictor-<pod-template-hash>-<suffix>``, so a
+query selects a stable or canary by Deployment name, e.g.
+``sum(rate(request_predict_seconds_count{namespace="models",
+pod=~"iris-v2-predictor-[a-z0-9]+-[a-z0-9]+"}[1m]))``. Errors are not counted by status
+code in that server: ``request_postprocess_seconds`` is observed on success only, so
+``..._predict_seconds_count - ..._postprocess_seconds_count`` counts failed predictions.
 """
 
 from __future__ import annotations
@@ -148,6 +160,7 @@ from prometheus_client.registry import Collector
 
 __all__ = [
     "FLAVOURS",
+    "STANDARD_FLAVOUR",
     "Behaviour",
     "EndpointFleet",
     "MetricsFlavour",
@@ -159,6 +172,10 @@ __all__ = [
 
 MetricsFlavour = Literal["queue-proxy-legacy", "queue-proxy-otel"]
 FLAVOURS: tuple[MetricsFlavour, ...] = get_args(MetricsFlavour)
+#: A KServe Standard-mode pod: the model server's metrics only (no queue-proxy).
+StandardFlavour = Literal["kserve-standard"]
+STANDARD_FLAVOUR: StandardFlavour = "kserve-standard"
+PodFlavour = MetricsFlavour | StandardFlavour
 
 TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _PREDICT_PATH = re.compile(r"^/v1/models/(?P<model>[^/]+):predict$")
@@ -379,7 +396,8 @@ def _otel_target_info(identity: RevisionIdentity) -> dict[str, str]:
     }
 
 
-_FLAVOURS: dict[MetricsFlavour, _Flavour] = {
+_FLAVOURS: dict[PodFlavour, _Flavour] = {
+    STANDARD_FLAVOUR: _Flavour(instruments=()),
     "queue-proxy-legacy": _Flavour(
         instruments=(
             *_legacy_pair("", "queue-proxy", _legacy_labels_with_route_tag),
@@ -681,17 +699,22 @@ class ModelEndpoint:
         revision: str,
         model_name: str,
         behaviour: Behaviour,
-        flavour: MetricsFlavour = "queue-proxy-legacy",
+        flavour: PodFlavour = "queue-proxy-legacy",
         seed: int | None = None,
         sleep: bool = False,
+        pod_name: str | None = None,
     ) -> None:
+        """``pod_name``: the pod's name when the caller knows it (a Standard-mode pod);
+        otherwise a Knative revision's pod name is made up from ``revision``."""
         if flavour not in _FLAVOURS:
-            raise ValueError(f"unknown metrics flavour {flavour!r}; choose from {FLAVOURS}")
+            raise ValueError(
+                f"unknown metrics flavour {flavour!r}; choose from "
+                f"{(*FLAVOURS, STANDARD_FLAVOUR)}"
+            )
         names = random.Random(f"pod:{namespace}/{revision}:{seed}")
-        self.identity = RevisionIdentity(
-            namespace, isvc, revision, model_name, RevisionIdentity.pod_name_for(revision, names)
-        )
-        self.flavour: MetricsFlavour = flavour
+        pod = pod_name or RevisionIdentity.pod_name_for(revision, names)
+        self.identity = RevisionIdentity(namespace, isvc, revision, model_name, pod)
+        self.flavour: PodFlavour = flavour
         self.sleep = sleep
         self._behaviour = behaviour
         self._rng = random.Random(seed)
@@ -806,8 +829,18 @@ class EndpointFleet:
         self._lock = threading.Lock()
         self._write_sd()
 
-    def add(self, namespace: str, isvc: str, revision: str, behaviour: Behaviour) -> ModelEndpoint:
-        """Start an endpoint for a revision (model name = isvc name, KServe's default)."""
+    def add(
+        self,
+        namespace: str,
+        isvc: str,
+        revision: str,
+        behaviour: Behaviour,
+        *,
+        flavour: PodFlavour | None = None,
+        pod_name: str | None = None,
+    ) -> ModelEndpoint:
+        """Start an endpoint for a revision, or a Standard-mode ReplicaSet's pod (model name
+        = isvc name, KServe's default); ``flavour`` defaults to the fleet's."""
         key = (namespace, revision)
         with self._lock:
             if key in self._endpoints:
@@ -818,8 +851,9 @@ class EndpointFleet:
                 revision=revision,
                 model_name=isvc,
                 behaviour=behaviour,
-                flavour=self.flavour,
+                flavour=self.flavour if flavour is None else flavour,
                 seed=_derived_seed(self.seed, namespace, revision),
+                pod_name=pod_name,
             )
             endpoint.start()
             self._endpoints[key] = endpoint

@@ -8,6 +8,11 @@ under test reaches this world only through a kubeconfig and a Prometheus URL.
 A model's behaviour is a property of the model, so it is looked up by the predictor's
 ``storageUri`` (``models`` in ``WorldConfig``); a URI listed in ``never_ready`` gives
 a revision that never becomes ready (a broken model).
+
+Knative-mode and Standard-mode InferenceServices live side by side (the annotation
+``serving.kserve.io/deploymentMode``, else ``default_deployment_mode``): a Standard-mode
+predictor or canary gets one endpoint per ReplicaSet, exporting what its pod would
+(``endpoints.STANDARD_FLAVOUR``), and its traffic follows the HTTPRoute named after it.
 """
 
 from __future__ import annotations
@@ -29,14 +34,14 @@ from kubernetes.client.exceptions import ApiException
 
 from controller.rollout.state import ANNOTATION_KEYS
 from controller.traffic.kserve import storage_uri
-from simulations.endpoints import Behaviour, EndpointFleet, MetricsFlavour
-from simulations.kserve import rules
+from simulations.endpoints import STANDARD_FLAVOUR, Behaviour, EndpointFleet, MetricsFlavour
+from simulations.kserve import rules, standard
 from simulations.kserve.controller import RevisionEvent, SimulatedKServe
 from simulations.kube.build import PROJECT_ROOT, Binaries
 from simulations.kube.certs import write_serving_pair
 from simulations.kube.controlplane import Cluster, ControlPlane
 from simulations.prometheus import PrometheusServer
-from simulations.traffic import SPLIT_REFRESH_S, TrafficGenerator, isvc_split
+from simulations.traffic import SPLIT_REFRESH_S, Split, TrafficGenerator, isvc_split, route_split
 
 GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
 
@@ -57,6 +62,7 @@ class WorldConfig:
     namespaces: tuple[str, ...] = ("models",)
     seed: int = 0
     scrape_interval: str = "1s"          # Prometheus scrape (and rule evaluation)
+    default_deployment_mode: str = "Knative"   # KServe's deploy.defaultDeploymentMode
 
 
 class World:
@@ -79,6 +85,7 @@ class World:
         self.fleet: EndpointFleet
         self.kserve: SimulatedKServe
         self.admin: kubernetes.client.ApiClient
+        self._kserve_settings: rules.Settings
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -110,7 +117,9 @@ class World:
                 core.create_namespace(kubernetes.client.V1Namespace(
                     metadata=kubernetes.client.V1ObjectMeta(name=namespace)))
         # A correctly installed cluster keeps Rollwise's annotations out of revisions.
-        settings = rules.Settings(annotation_disallowed=frozenset(ANNOTATION_KEYS))
+        settings = rules.Settings(annotation_disallowed=frozenset(ANNOTATION_KEYS),
+                                  default_deployment_mode=self.config.default_deployment_mode)
+        self._kserve_settings = settings
         self.kserve = SimulatedKServe(self.admin, ready_delay=self._ready_delay,
                                       on_revision_created=self._revision_created,
                                       on_revision_deleted=self._revision_deleted,
@@ -149,7 +158,11 @@ class World:
 
     def _revision_created(self, event: RevisionEvent) -> None:
         uri = storage_uri(event.predictor)
-        self.fleet.add(event.namespace, event.isvc, event.revision, self.behaviour(uri))
+        if event.deployment:  # a Standard-mode ReplicaSet's pod
+            self.fleet.add(event.namespace, event.isvc, event.revision, self.behaviour(uri),
+                           flavour=STANDARD_FLAVOUR, pod_name=event.pod_name)
+        else:
+            self.fleet.add(event.namespace, event.isvc, event.revision, self.behaviour(uri))
         with self._lock:
             self._serving.setdefault(uri, []).append((event.namespace, event.revision))
 
@@ -202,15 +215,34 @@ class World:
     def start_traffic(self, namespace: str, name: str, rate_rps: float, *,
                       max_seconds: float, concurrency: int = 8,
                       split_refresh_s: float = SPLIT_REFRESH_S) -> TrafficGenerator:
-        """Requests to the InferenceService's revisions as its traffic split says, re-read
-        every ``split_refresh_s``."""
-        split = isvc_split(self.admin, namespace, name, self.fleet, refresh_s=split_refresh_s)
+        """Requests to the InferenceService's revisions (Standard mode: its predictor and
+        canary Services) as its traffic split says, re-read every ``split_refresh_s``."""
+        split = self._split(namespace, name, split_refresh_s)
         generator = TrafficGenerator(split, rate_rps=rate_rps, seed=self.config.seed,
                                      max_seconds=max_seconds, model_name=name,
                                      concurrency=concurrency, split_refresh_s=split_refresh_s)
         generator.start()
         self.generators.append(generator)
         return generator
+
+    def _split(self, namespace: str, name: str, refresh_s: float) -> Split:
+        """Knative mode: ``status...traffic``; Standard mode: the HTTPRoute ``name``."""
+        isvc = self.get_isvc(namespace, name)
+        mode = standard.deployment_mode(
+            (isvc.get("metadata") or {}).get("annotations") or {},
+            str((isvc.get("status") or {}).get("deploymentMode") or ""), self._kserve_settings)
+        if mode != standard.STANDARD:
+            return isvc_split(self.admin, namespace, name, self.fleet, refresh_s=refresh_s)
+        return route_split(self.admin, namespace, name, self._ready_endpoints,
+                           refresh_s=refresh_s)
+
+    def _ready_endpoints(self, namespace: str, service: str) -> list[str]:
+        urls = []
+        for replica_set in self.kserve.ready_backends(namespace, service):
+            endpoint = self.fleet.get(namespace, replica_set)
+            if endpoint is not None:
+                urls.append(endpoint.url)
+        return urls
 
     def _stop_traffic(self) -> None:
         for generator in self.generators:
