@@ -129,7 +129,7 @@ def desired_routes(
     ]
     timeout = isvc.predictor.get("timeout")
     backends = [_backend(stable_service, isvc.namespace)]
-    if isvc.canary:
+    if isvc.canary and settings.canary_code != "v0.20.0":
         backends = apply_canary_weights(backends, isvc, canary_statuses)
     rule: JsonObject = {
         "matches": [{"path": {"type": "RegularExpression", "value": FALLBACK_PREFIX}}],

@@ -149,6 +149,13 @@ class Settings:
     (read as ``Knative`` by ``NewDeployConfig``), which is the default here; both are common.
     ``domain`` is also the ingress domain of Standard mode (``ingress.ingressDomain``), whose
     routes point at ``ingress_gateway`` (``ingress.kserveIngressGateway``).
+
+    ``canary_code`` is a KServe version rather than a setting: which code handles
+    ``spec.canary``. ``aaac4e29`` (the default; the commit the world's CRD comes from) has
+    the route weights (PR #5912) and the readiness gating (PR #5984), both merged after the
+    v0.20.0 tag. ``v0.20.0`` (PR #5672 only): the canary Deployments and ``canaryStatuses``
+    exist, the stable loses the canaries' replicas whether they are ready or not, and the
+    route names only the stable Service, so a canary gets no traffic at any percent.
     """
 
     domain: str = "example.com"
@@ -159,6 +166,7 @@ class Settings:
     label_disallowed: frozenset[str] = frozenset()
     default_deployment_mode: str = "Knative"
     ingress_gateway: str = "kserve/kserve-ingress-gateway"
+    canary_code: str = "aaac4e29"
 
     def __post_init__(self) -> None:
         """``NewDeployConfig``: the legacy names are read as the new ones; others refused."""
@@ -170,6 +178,9 @@ class Settings:
                 "names)"
             )
         object.__setattr__(self, "default_deployment_mode", mode)
+        if self.canary_code not in ("aaac4e29", "v0.20.0"):
+            raise ValueError(f"canary_code must be 'aaac4e29' or 'v0.20.0', got "
+                             f"{self.canary_code!r}")
         if self.ingress_gateway.count("/") != 1:
             raise ValueError(f"ingress_gateway must be <namespace>/<name>, got "
                              f"{self.ingress_gateway!r}")

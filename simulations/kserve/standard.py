@@ -405,11 +405,15 @@ def canary_replica_count(stable: Mapping[str, Any], canary: Mapping[str, Any]) -
 
 
 def adjusted_stable_replicas(
-    isvc: InferenceService, canary_statuses: Sequence[Mapping[str, Any]]
+    isvc: InferenceService,
+    canary_statuses: Sequence[Mapping[str, Any]],
+    *,
+    ready_only: bool = True,
 ) -> int:
     """``adjustStableMinReplicasForCanaries``: stable minReplicas minus the replicas of the
     canaries that ``canaryStatuses`` reports ready, at least 1; unchanged without canaries
-    or without an explicit stable ``minReplicas``."""
+    or without an explicit stable ``minReplicas``. ``ready_only=False`` is v0.20.0's
+    ``reconcileRawDeployment``, which took every canary's replicas, ready or not."""
     stable = _min_replicas(isvc.predictor)
     if not isvc.canary or isvc.predictor.get("minReplicas") is None:
         return stable
@@ -417,7 +421,7 @@ def adjusted_stable_replicas(
     taken = sum(
         canary_replica_count(isvc.predictor, c)
         for c in isvc.canary
-        if ready.get(str((c.get("predictor") or {}).get("name") or ""), False)
+        if not ready_only or ready.get(str((c.get("predictor") or {}).get("name") or ""), False)
     )
     return max(stable - taken, 1) if taken > 0 else stable
 
@@ -857,7 +861,9 @@ def reconcile(
         del children[name]  # orphaned predictor Deployment and Service
 
     # reconcileRawDeployment
-    replicas = adjusted_stable_replicas(isvc, working.canary_statuses)
+    replicas = adjusted_stable_replicas(
+        isvc, working.canary_statuses, ready_only=settings.canary_code != "v0.20.0"
+    )
     stable = _desired(isvc, stable_name, dict(isvc.predictor), replicas, settings)
     children[stable_name] = _apply(children.get(stable_name), stable)
     component_url = f"http://{httproute.host(stable_name, isvc.namespace, settings)}"

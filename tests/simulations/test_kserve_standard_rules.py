@@ -694,6 +694,21 @@ def test_the_canary_model_name_decides_whether_a_promotion_restarts(
     assert (after != before) is restarts
 
 
+def test_kserve_v0_20_0_runs_canaries_but_its_route_does_not_split() -> None:
+    """v0.20.0 has PR #5672 only: applyCanaryWeights (#5912) and the readiness gating of
+    the stable's replicas (#5984) came after the tag."""
+    cluster = deployed()
+    cluster.settings = Settings(canary_code="v0.20.0")
+    cluster.apply(isvc_v((canary("v2", 30, "s3://m/v2"),)))
+    assert cluster.status["canaryStatuses"][0]["ready"] is False
+    assert cluster.replicas() == {"iris-predictor": 2, "iris-v2-predictor": 2}  # already
+    cluster.bring_up("iris-v2-predictor")
+    cluster.apply(isvc_v((canary("v2", 30, "s3://m/v2"),)))
+    assert cluster.status["canaryStatuses"][0]["ready"] is True
+    assert cluster.replicas() == {"iris-predictor": 2, "iris-v2-predictor": 2}
+    assert cluster.weights() == [("iris-predictor", 1)]
+
+
 def test_rollback_removes_the_canary_and_restores_stable_replicas() -> None:
     """canary_controller_test "When removing a canary"."""
     cluster = deployed()
