@@ -38,8 +38,8 @@ def edit(old: str, new: str) -> str:
 CASES = [
     ("yaml-syntax", edit("  name: p\n", "  name: [p\n"), 5, None, "", "YAML syntax error"),
     ("tab-indent", edit("    alpha: 0.05", "\talpha: 0.05"), 12, 1, "", "YAML syntax error"),
-    ("duplicate-key", edit("    alpha: 0.05\n", "    alpha: 0.05\n    alpha: 0.1\n"), 13, 5, "",
-     'duplicate key "alpha"'),
+    ("duplicate-key", edit("    alpha: 0.05\n", "    alpha: 0.05\n    alpha: 0.1\n"), 13, 5,
+     "spec.analysis.alpha", "duplicate key 'alpha' (first at line 12)"),
     ("wrong-api-version", edit("rollwise.io/v1alpha1", "rollwise.io/v1"), 1, 13, "apiVersion",
      "'rollwise.io/v1alpha1'"),
     ("wrong-kind", edit("kind: RolloutPolicy", "kind: Rollout"), 2, 7, "kind", "'RolloutPolicy'"),
