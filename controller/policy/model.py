@@ -51,7 +51,7 @@ MAX_REQUESTS = 1_000_000_000       # a billion canary requests: 11 days at 1,000
 MAX_BUCKET_COUNT = 1e15            # observations in one reference bucket
 MAX_BOUND = 1e15                   # |bucket bound|: far beyond seconds or scores
 MAX_PSI = 10.0                     # PSI above 1 is already a population that moved
-MAX_LIST = 100                     # gate metrics
+MAX_LIST = 100                     # approvers, gate metrics
 MAX_TEXT = 1024                    # descriptions
 MAX_NAME = 256                     # metric and label names
 MAX_QUERY = 4096                   # a PromQL template
@@ -112,6 +112,14 @@ SlackChannel = Annotated[
         pattern=r"^(#[a-z0-9][a-z0-9._-]{0,79}|[CG][A-Z0-9]{2,})$",
         max_length=80,
         description="A channel name like #ml-rollouts or a channel ID like C0123ABCD.",
+    ),
+]
+KubernetesName = Annotated[
+    str,
+    Field(
+        pattern=r"^[^\s\x00-\x1f\x7f]+$",
+        max_length=512,
+        description="As the API server authenticates it: no whitespace, at most 512 characters.",
     ),
 ]
 Fraction = Annotated[float, Field(gt=0, lt=1)]
@@ -631,11 +639,50 @@ class Notifications(_Model):
 
 
 class Approvers(_Model):
-    """Who may approve in Slack. Empty: Slack buttons are not offered; `rollwise approve`
-    (governed by Kubernetes RBAC) always works."""
+    """Who may approve a paused step and promote.
 
-    slack_users: list[SlackUserId] = Field(default_factory=list)
-    slack_user_groups: list[SlackUserGroupId] = Field(default_factory=list)
+    When any of the four lists is set, ``rollwise approve`` and ``rollwise promote`` are
+    accepted only from the Kubernetes users and groups listed (as the API server
+    authenticates the writer of the command), and Slack approvals only from the Slack
+    users and user groups listed. When all four are empty, anyone Kubernetes RBAC lets
+    write the command may approve, and Slack offers no approval buttons.
+    """
+
+    slack_users: list[SlackUserId] = Field(
+        default_factory=list, max_length=MAX_LIST,
+        description="Slack user IDs (U..., W...) whose Approve click counts.")
+    slack_user_groups: list[SlackUserGroupId] = Field(
+        default_factory=list, max_length=MAX_LIST,
+        description="Slack user group IDs (S...) whose members' Approve click counts.")
+    kubernetes_users: list[KubernetesName] = Field(
+        default_factory=list, max_length=MAX_LIST,
+        description="Kubernetes usernames as the API server authenticates them, e.g. "
+                    "alice@example.com or system:serviceaccount:ci:deployer, who may "
+                    "`rollwise approve` and `rollwise promote`.")
+    kubernetes_groups: list[KubernetesName] = Field(
+        default_factory=list, max_length=MAX_LIST,
+        description="Kubernetes groups (e.g. sre) whose members may `rollwise approve` and "
+                    "`rollwise promote`.")
+
+    @field_validator("slack_users", "slack_user_groups", "kubernetes_users", "kubernetes_groups")
+    @classmethod
+    def _unique(cls, names: list[str]) -> list[str]:
+        _require_unique(names, "approver")
+        return names
+
+    @property
+    def restricted(self) -> bool:
+        """Whether any approver list is set (then only the listed may approve)."""
+        return bool(self.slack_users or self.slack_user_groups or self.kubernetes_users
+                    or self.kubernetes_groups)
+
+    def allows_kubernetes(self, username: str, groups: Sequence[str]) -> bool:
+        """Whether the authenticated Kubernetes user ``username``, member of ``groups``, may
+        approve or promote: anyone while no list is set, else only the listed."""
+        if not self.restricted:
+            return True
+        return username in self.kubernetes_users or any(
+            group in self.kubernetes_groups for group in groups)
 
 
 # --- the policy ------------------------------------------------------------------------
