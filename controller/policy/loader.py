@@ -49,7 +49,8 @@ from controller.policy.yamldoc import (
 )
 
 __all__ = ["MAX_DEPTH", "MAX_FILE_BYTES", "MAX_NODES", "LoadedPolicy", "PolicyError", "Problem",
-           "format_path", "load_file", "load_files", "load_text", "policy_files"]
+           "format_path", "known_fields", "load_file", "load_files", "load_text",
+           "policy_files"]
 
 MAX_FILE_BYTES = 1 << 20
 
@@ -92,7 +93,7 @@ def _guarded(file: str, what: str, work: Callable[[], T]) -> T:
 # --- pydantic errors -> problems ---------------------------------------------------------
 
 @functools.cache
-def _known_fields() -> frozenset[str]:
+def known_fields() -> frozenset[str]:
     """Every field name (as written in YAML) of every policy model, for "did you mean"."""
     names: set[str] = set()
     seen: set[type[BaseModel]] = set()
@@ -143,7 +144,7 @@ def _data_path(doc_data: Any, loc: Sequence[str | int]) -> DataPath:
 
 
 def _is_field_name(part: str | int) -> bool:
-    return isinstance(part, str) and part in _known_fields()
+    return isinstance(part, str) and part in known_fields()
 
 
 def _problems_from_validation(doc: Document, error: ValidationError) -> list[Problem]:
@@ -171,9 +172,12 @@ def _problems_from_validation(doc: Document, error: ValidationError) -> list[Pro
             message = "required field is missing"
         elif kind == "extra_forbidden":
             field_name = str(path[-1]) if path else "?"
-            close = difflib.get_close_matches(field_name, sorted(_known_fields()), n=1, cutoff=0.75)
-            message = f"unknown field {show(field_name)}" + (
-                f" (did you mean {close[0]!r}?)" if close else "")
+            close = difflib.get_close_matches(field_name, sorted(known_fields()), n=1, cutoff=0.75)
+            if field_name in known_fields():
+                message = f"field {show(field_name)} does not belong here"
+            else:
+                message = f"unknown field {show(field_name)}" + (
+                    f" (did you mean {close[0]!r}?)" if close else "")
             problems.append(doc.problem(path, message, at_key=True))
             continue
         elif kind != "value_error" and "input" in err and not kind.startswith("union_tag"):
@@ -199,9 +203,19 @@ def load_text(text: str, file: str, base_dir: Path | None = None) -> list[Loaded
             problems += err.problems
             continue
         loaded.append(LoadedPolicy(policy, file, doc.locate(())[0]))
+    first: dict[str, LoadedPolicy] = {}
+    for policy_here in loaded:
+        earlier = first.setdefault(policy_here.name, policy_here)
+        if earlier is not policy_here:
+            problems.append(_defined_twice(policy_here, earlier))
     if problems:
         raise PolicyError(problems)
     return loaded
+
+
+def _defined_twice(loaded: LoadedPolicy, first: LoadedPolicy) -> Problem:
+    return Problem(loaded.file, loaded.line, 1, "metadata.name",
+                   f"policy {loaded.name!r} is already defined at {first.file}:{first.line}")
 
 
 def _validate(doc: Document, base_dir: Path | None) -> RolloutPolicy:
@@ -241,15 +255,13 @@ def load_files(paths: Iterable[Path]) -> tuple[list[LoadedPolicy], list[Problem]
         except PolicyError as err:
             problems += err.problems
             continue
-        for loaded in file_policies:
-            first = by_name.get(loaded.name)
-            if first is not None:
-                problems.append(Problem(loaded.file, loaded.line, 1, "metadata.name",
-                                        f"policy {loaded.name!r} is already defined at "
-                                        f"{first.file}:{first.line}"))
-                continue
-            by_name[loaded.name] = loaded
-            policies.append(loaded)
+        clashes = [_defined_twice(loaded, by_name[loaded.name]) for loaded in file_policies
+                   if loaded.name in by_name]
+        if clashes:            # the file's other policies stay out too: nothing half-applied
+            problems += clashes
+            continue
+        by_name.update((loaded.name, loaded) for loaded in file_policies)
+        policies += file_policies
     return policies, sorted(problems)
 
 

@@ -52,8 +52,8 @@ _FLOAT = re.compile(r"""[-+]?(?:[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?
 _INF = re.compile(r"[-+]?\.(?:inf|Inf|INF)")
 _NAN = re.compile(r"\.(?:nan|NaN|NAN)")
 _BASES = {"0x": 16, "0o": 8, "0b": 2}
-# Printable, and no line break of str.splitlines() (\x1c-\x1e, \x85, \u2028, \u2029).
-_UNPRINTABLE = re.compile(r"[^\t\x20-\x7e\xa0-\u2027\u202a-\ud7ff"
+# Printable, no tab, no line break of str.splitlines() (\x1c-\x1e, \x85, \u2028, \u2029).
+_UNPRINTABLE = re.compile(r"[^\x20-\x7e\xa0-\u2027\u202a-\ud7ff"
                           r"\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
@@ -123,6 +123,8 @@ class _Node:
     value: str = ""                    # a scalar's text
     plain: bool = False                # a plain (unquoted) scalar: its type is resolved
     items: list[_Node] = field(default_factory=list)   # seq items; map key, value, ...
+    size: int = 1                      # values below and including this one, aliases expanded
+    height: int = 1                    # levels below and including this one, likewise
 
 
 class _Abort(Exception):
@@ -156,10 +158,21 @@ def _compose(raw: bytes) -> list[_Node]:
             anchors, open_anchors = {}, set()
             continue
         if isinstance(event, yaml.CollectionEndEvent):
-            stack.pop()
+            done = stack.pop()
             anchor = closing.pop()
             if anchor is not None:
                 open_anchors.discard(anchor)
+            # Sizes from the children's, so an alias bomb is refused without expanding it.
+            done.size = 1 + sum(item.size for item in done.items)
+            done.height = 1 + max((item.height for item in done.items), default=0)
+            if done.size > MAX_NODES:
+                raise _Abort(done.line, done.column, _open_path(stack),
+                             f"document has more than {MAX_NODES} values (counting every "
+                             "use of an alias)")
+            if len(stack) + done.height - 1 > MAX_DEPTH:
+                raise _Abort(done.line, done.column, _open_path(stack),
+                             f"document is nested more than {MAX_DEPTH} levels (through "
+                             "aliases)")
             continue
         if isinstance(event, yaml.AliasEvent):
             name = str(event.anchor)

@@ -94,6 +94,34 @@ def test_two_files_defining_the_same_policy_name(tmp_path: Path) -> None:
     assert len(problems) == 1 and "already defined at" in problems[0].message
 
 
+def test_a_file_that_defines_a_name_twice_contributes_nothing(tmp_path: Path) -> None:
+    """Found by the policy fuzzer: the first of the two was loaded, so a file with a
+    problem was half-applied (the controller's store took it)."""
+    source = (POLICIES / "fast.yaml").read_text()
+    (tmp_path / "twice.yaml").write_text(source + "\n---\n" + source)
+    policies, problems = load_files([tmp_path / "twice.yaml"])
+    assert policies == []
+    assert [p.path for p in problems] == ["metadata.name"] and "already defined" in str(
+        problems[0])
+
+
+def test_a_file_whose_name_clashes_contributes_none_of_its_policies(tmp_path: Path) -> None:
+    source = (POLICIES / "fast.yaml").read_text()
+    (tmp_path / "a.yaml").write_text(source)
+    (tmp_path / "b.yaml").write_text(source + "\n---\n" + source.replace("name: fast",
+                                                                          "name: fast2"))
+    policies, problems = load_files(policy_files(tmp_path))
+    assert [(p.name, Path(p.file).name) for p in policies] == [("fast", "a.yaml")]
+    assert len(problems) == 1 and problems[0].file == str(tmp_path / "b.yaml")
+
+
+def test_a_known_field_in_the_wrong_place_is_not_a_typo() -> None:
+    text = (POLICIES / "fast.yaml").read_text().replace("  steps:\n", "  weight: 5\n  steps:\n")
+    with pytest.raises(PolicyError) as caught:
+        load_text(text, "p.yaml")
+    assert [p.message for p in caught.value.problems] == ["field 'weight' does not belong here"]
+
+
 def test_one_bad_document_keeps_the_whole_file_out(tmp_path: Path) -> None:
     good = (POLICIES / "fast.yaml").read_text()
     bad = good.replace("name: fast", "name: fast2").replace("alpha: 0.05", "alpha: 9")

@@ -75,6 +75,7 @@ def test_a_tag_is_one_problem_at_its_field(value: str, fragment: str) -> None:
 
 @pytest.mark.parametrize(("key", "fragment"), [
     ('"a\\nb"', "unknown field 'a\\nb'"), ('"a\\u2028b"', "unknown field 'a\\u2028b'"),
+    ('"a\\tb"', "unknown field 'a\\tb'"),   # found by the fuzzer: a tab in the path
     ('"\\x1b[31mred"', "unknown field '\\x1b[31mred'"),
     ('"\\ud800"', "invalid Unicode character escape"),
 ])
@@ -140,3 +141,21 @@ def test_the_pure_python_parser_locates_problems_like_libyaml(
     monkeypatch.setattr(yamldoc, "_Loader", yaml.BaseLoader)
     assert [located(text) for text in texts] == with_libyaml
     assert load_files(policy_files(POLICIES))[0]
+
+
+@pytest.mark.parametrize("char", ["\x00", "\x01", "\x18", "\x7f"])
+def test_a_control_character_is_one_located_line(char: str) -> None:
+    """Found by the fuzzer on the old loader: 'cannot parse YAML: unacceptable character
+    ... \\n  in "<unicode string>", position N', at 1:1 and over two lines."""
+    text = mutate("name: conservative", f"name: conser{char}vative")
+    (problem,) = problems_of(text)
+    assert problem.startswith(f"p.yaml:{line_of(text, 'name: conser')}:15: YAML syntax error: "
+                              "unacceptable character"), problem
+
+
+def test_an_alias_bomb_is_refused_without_expanding_it() -> None:
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"
+        for p, c in zip("abcdefghijklmnopqrstuvwxy", "bcdefghijklmnopqrstuvwxyz", strict=True))
+    (problem,) = problems_of(bomb)       # 10**26 values if expanded: it would never return
+    assert problem.startswith("p.yaml:5:4: e: document has more than 100000 values"), problem
