@@ -4,9 +4,10 @@ Used by the policy bound tests (tests/policy) and the policy fuzzer (tests/chaos
 policy that loads must never make the state machine (``decide``), the judge
 (``judge``), the PromQL builder or the state's JSON fail, whatever its values, even at
 a far-future ``now``. Pure: no I/O. ``exercise`` walks every path on which a policy
-value enters the arithmetic: every step to promotion (duration pauses waited out,
-approvals given), every approval timed out (rollback or reminders), the ready timeout,
-missing data past ``onMissingData.after``, and a step past ``onInconclusive.deadline``.
+value enters the arithmetic: the pre-rollout gate on extreme evaluations, every step to
+promotion (duration pauses waited out, approvals given), every approval timed out
+(rollback or reminders), the ready timeout, missing data past ``onMissingData.after``,
+and a step past ``onInconclusive.deadline``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from controller.analysis.types import (
     RatioCounts,
     StepWindow,
 )
+from controller.lineage import Evaluation
+from controller.lineage.gate import evaluate_gate
 from controller.policy.model import DistributionCheck, RatioCheck, RolloutPolicy
 from controller.providers.presets import Part, part_expression, templates_for
 from controller.rollout.machine import GateResult, Judgement, Result, decide
@@ -74,7 +77,8 @@ class _Rollout:
 
     def _tick(self, state: RolloutState | None, **kwargs: Any) -> Result:
         result = decide(state, self.policy.name, self.spec, _observe(state), self.now, **kwargs)
-        if result.state is not None:
+        if result.state is not None and result.state.pause is not None:
+            # what the reconciler writes: a pause carries the policy's times
             assert RolloutState.from_json(result.state.to_json()) == result.state
         return result
 
@@ -116,21 +120,34 @@ def _measurements(policy: RolloutPolicy, steps: int, requests: float) -> dict[st
     return out
 
 
-def judge_every_step(policy: RolloutPolicy) -> None:
-    """The judge at every step, with the step's minRequests and certification."""
+Judged = set[tuple[str, int, bool]]
+"""Judge calls already made: (the analysis as JSON, minRequests, certify)."""
+
+
+def judge_every_step(policy: RolloutPolicy, judged: Judged | None = None) -> None:
+    """The judge as every step would call it: with the step's minRequests and
+    certification, after minRequests is met (and once before). The judge is a pure
+    function of these and the analysis, so each distinct call is made once (``judged``
+    can carry that over policies that share their analysis)."""
     spec = policy.spec
+    judged = set() if judged is None else judged
+    analysis = spec.analysis.model_dump_json()
     for index in range(len(spec.steps) - 1):
         need = spec.min_requests(index)
-        for requests in (0.0, float(need), float(max(need, 1) * 3)):
+        certify = spec.analysis.certify_step(index, spec.steps)
+        if (analysis, need, certify) in judged:
+            continue
+        levels = (float(max(need, 1) * 3),) if judged else (need / 2, float(max(need, 1) * 3))
+        judged.add((analysis, need, certify))
+        for requests in levels:
             verdict = judge(spec.analysis, _measurements(policy, index + 1, requests),
-                            min_requests=need,
-                            certify=spec.analysis.certify_step(index, spec.steps))
+                            min_requests=need, certify=certify)
             assert verdict.outcome in ("pass", "fail", "continue"), verdict
     missing: Mapping[str, Measurement[Any]] = {}
     assert judge(spec.analysis, missing, min_requests=spec.min_requests(0)).missing
 
 
-def queries(policy: RolloutPolicy, now: datetime) -> list[str]:
+def queries(policy: RolloutPolicy) -> list[str]:
     """The PromQL the analyzer would send for this policy's checks."""
     analysis = policy.spec.analysis
     part = Part("0", "ns", "svc", ("m-2", "m-1"), window_seconds=300,
@@ -139,22 +156,28 @@ def queries(policy: RolloutPolicy, now: datetime) -> list[str]:
             for template in templates_for(check, check.provider or analysis.provider).values()]
 
 
-def exercise(policy: RolloutPolicy, now: datetime = FAR_FUTURE) -> None:
+def exercise(policy: RolloutPolicy, now: datetime = FAR_FUTURE,
+             judged: Judged | None = None) -> None:
     """Every path of a rollout on which this policy's values enter the arithmetic."""
     spec = policy.spec
-    judge_every_step(policy)
-    assert all(queries(policy, now))
+    judge_every_step(policy, judged)
+    assert all(queries(policy))
+    gate = spec.gates.pre_rollout
+    if gate is not None:
+        for value in (-1e308, 0.0, 0.9, 1e308, float("nan")):
+            evaluation = Evaluation("s3://m/h2", {m.name: value for m in gate.metrics}, "r1")
+            assert evaluate_gate(gate, evaluation).passed in (True, False)
 
     happy = _Rollout(policy, now)                        # every step to promotion
     happy.to_analysing()
     for _ in range(3 * len(spec.steps) + 2):
         state = happy.state
+        pause = spec.steps[state.step].pause
         if state.phase == Phase.PROGRESSING:
             happy.step(spec.min_duration(state.step), judgement=PASS)
         elif state.phase == Phase.PAUSED and state.pause is not None and (
-                state.pause.until is not None and spec.steps[state.step].pause is not None
-                and spec.steps[state.step].pause.duration is not None):  # type: ignore[union-attr]
-            happy.step(state.pause.until - happy.now)
+                state.pause.until is not None and pause is not None and pause.duration):
+            happy.step(state.pause.until - happy.now)              # a soak: wait it out
         elif state.phase == Phase.PAUSED:
             happy.step(commands=[Command(f"a{state.step}", "approve", "alice", happy.now,
                                          step=state.step)])
