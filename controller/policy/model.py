@@ -377,8 +377,8 @@ class DistributionCheck(_CheckBase):
         None,
         gt=0,
         le=MAX_PSI,
-        description="Drift above this fails, once significant. Default: 0.2 for psi, 0.1 for JS "
-                    "(at most 1).",
+        description="Drift above this fails, once significant. Default: 0.2 for psi (at most "
+                    "10), 0.1 for JS (at most 1).",
     )
     metric: str = Field(
         "kserve_model_prediction",
