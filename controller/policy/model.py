@@ -51,6 +51,8 @@ MAX_REQUESTS = 1_000_000_000       # a billion canary requests: 11 days at 1,000
 MAX_BUCKET_COUNT = 1e15            # observations in one reference bucket
 MAX_BOUND = 1e15                   # |bucket bound|: far beyond seconds or scores
 MAX_PSI = 10.0                     # PSI above 1 is already a population that moved
+MIN_ALPHA = 1e-6                   # below, alpha / checks underflows the judge's thresholds
+MIN_GUARD = 1e-9                   # an SLO rate below this makes the guard's evidence NaN
 MAX_LIST = 100                     # approvers, gate metrics
 MAX_TEXT = 1024                    # descriptions
 MAX_NAME = 256                     # metric and label names
@@ -123,6 +125,7 @@ KubernetesName = Annotated[
     ),
 ]
 Fraction = Annotated[float, Field(gt=0, lt=1)]
+GuardRate = Annotated[float, Field(ge=MIN_GUARD, lt=1)]
 LabelName = Annotated[str, Field(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$", max_length=MAX_NAME,
                                  description="A Prometheus label name.")]
 
@@ -236,8 +239,9 @@ class RatioCheck(_CheckBase):
     """Error rate = errors / requests of the canary, against the stable revision's."""
 
     kind: Literal["ratio"]
-    max_rate: Fraction | None = Field(
-        None, description="Absolute SLO guard: the canary's error rate must stay below this."
+    max_rate: GuardRate | None = Field(
+        None, description="Absolute SLO guard: the canary's error rate must stay below this "
+                          f"(at least {MIN_GUARD:g})."
     )
     query: RatioQuery | None = Field(None, description="Custom PromQL instead of the preset.")
 
@@ -258,9 +262,10 @@ class LatencyCheck(_CheckBase):
     max_latency: LatencyDuration | None = Field(
         None, description="Absolute SLO guard for quantile mode: the canary's quantile below this."
     )
-    max_share_above: Fraction | None = Field(
+    max_share_above: GuardRate | None = Field(
         None,
-        description="Absolute SLO guard for threshold mode: share of canary requests above it.",
+        description="Absolute SLO guard for threshold mode: share of canary requests above it "
+                    f"(at least {MIN_GUARD:g}).",
     )
     query: HistogramQuery | None = Field(None, description="Custom PromQL instead of the preset.")
 
@@ -420,7 +425,7 @@ class Analysis(_Model):
     )
     alpha: float = Field(
         0.05,
-        gt=0,
+        ge=MIN_ALPHA,
         le=0.5,
         description=(
             "False-rollback budget for the whole rollout: the chance that a canary that is no "

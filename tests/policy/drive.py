@@ -12,6 +12,7 @@ and a step past ``onInconclusive.deadline``.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -158,7 +159,15 @@ def queries(policy: RolloutPolicy) -> list[str]:
 
 def exercise(policy: RolloutPolicy, now: datetime = FAR_FUTURE,
              judged: Judged | None = None) -> None:
-    """Every path of a rollout on which this policy's values enter the arithmetic."""
+    """Every path of a rollout on which this policy's values enter the arithmetic. An
+    operation that makes a NaN (numpy's "invalid value" warning) fails too: a NaN
+    e-value compares false with every threshold, silently."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", "invalid value", RuntimeWarning)
+        _exercise(policy, now, judged)
+
+
+def _exercise(policy: RolloutPolicy, now: datetime, judged: Judged | None) -> None:
     spec = policy.spec
     judge_every_step(policy, judged)
     assert all(queries(policy))

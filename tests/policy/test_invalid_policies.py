@@ -80,7 +80,7 @@ CASES = [
     ("zero-interval", edit("interval: 1m", "interval: 0s"), 11, 15, "spec.analysis.interval",
      "greater than zero"),
     ("alpha-zero", edit("alpha: 0.05", "alpha: 0"), 12, 12, "spec.analysis.alpha",
-     "greater than 0"),
+     "greater than or equal to 0.000001"),
     ("alpha-too-big", edit("alpha: 0.05", "alpha: 0.6"), 12, 12, "spec.analysis.alpha",
      "less than or equal to 0.5"),
     ("alpha-string", edit("alpha: 0.05", "alpha: five percent"), 12, 12, "spec.analysis.alpha",

@@ -68,6 +68,10 @@ def test_the_bound_itself_is_accepted_and_drives_the_core() -> None:
      "finite number"),
     ("description: Slow", "description: " + "x" * 5000 + " Slow", "metadata.description",
      "at most 1024 characters"),
+    # found by the fuzzer: a NaN e-value in the maxRate guard, every check unjudgeable
+    ("maxRate: 0.005", "maxRate: 1e-300", "spec.analysis.checks[0].maxRate",
+     "greater than or equal to 0.000000001"),
+    ("alpha: 0.01", "alpha: 5e-324", "spec.analysis.alpha", "greater than or equal to 0.000001"),
 ])
 def test_values_the_controller_could_not_use_are_refused(old: str, new: str, path: str,
                                                          fragment: str) -> None:
@@ -75,9 +79,16 @@ def test_values_the_controller_could_not_use_are_refused(old: str, new: str, pat
     assert f": {path}: " in problem and fragment in problem, problem
 
 
-def test_a_minimum_requests_at_the_bound_drives_the_judge() -> None:
-    text = mutate("minRequests: 1000", "minRequests: 1000000000")
-    (loaded,) = load_text(text, "p.yaml")
+@pytest.mark.parametrize(("old", "new"), [
+    ("minRequests: 1000", "minRequests: 1000000000"),
+    ("maxRate: 0.005", "maxRate: 1e-9"),
+    ("maxRate: 0.005", "maxRate: 0.999999999"),
+    ("alpha: 0.01", "alpha: 1e-6"),
+    ("tolerance: 0.1", "tolerance: 0"),
+    ("quantile: 0.99", "quantile: 1e-300"),
+])
+def test_a_value_at_its_bound_drives_the_judge_without_nan(old: str, new: str) -> None:
+    (loaded,) = load_text(mutate(old, new), "p.yaml")
     exercise(loaded.policy, FAR_FUTURE)
 
 
