@@ -271,7 +271,7 @@ class RolloutTraffic:
     _effects: dict[int, tuple[float, float, float, float]] = field(default_factory=dict)
     _phase: float | None = None
 
-    def _period_effects(self, period: int) -> tuple[float, float, float, float]:
+    def period_effects(self, period: int) -> tuple[float, float, float, float]:
         """(canary error effect, stable error effect, canary latency factor, stable
         latency factor) of shock period ``period``."""
         if period not in self._effects:
@@ -305,7 +305,7 @@ class RolloutTraffic:
             share, mid = (b - a) / (end - start), (a + b) / 2
             ec = es = lc = ls = 1.0
             if c.shocks:
-                ec, es, lc, ls = self._period_effects(math.floor(mid / c.shock_seconds))
+                ec, es, lc, ls = self.period_effects(math.floor(mid / c.shock_seconds))
             if cold_from <= mid < cold_to:
                 ec, lc = ec * c.cold_start.error_factor, lc * c.cold_start.latency_factor
             canary.append(Segment(share, mid, ec, lc))

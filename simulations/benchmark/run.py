@@ -161,7 +161,7 @@ def _multiple(value: float, of: float) -> bool:
     return n >= 1 and abs(n - round(n)) <= 1e-9
 
 
-def check_timing(scenario_names: Sequence[str], tick: float, interval: float | None) -> None:
+def check_timing(checked: Sequence[Case], tick: float, interval: float | None) -> None:
     """Raise ValueError naming the value when the tick cannot carry the cases: it must
     divide a minute (Flagger's and Kayenta's interval), Rollwise's look interval and the
     times at which a case's canary changes."""
@@ -169,17 +169,17 @@ def check_timing(scenario_names: Sequence[str], tick: float, interval: float | N
         raise ValueError(f"tick {tick:g} s must divide 60 s (1, 2, 5, 10, 15, 20, 30, 60)")
     if interval is not None and not _multiple(interval, tick):
         raise ValueError(f"interval {interval:g} s must be a multiple of the tick {tick:g} s")
-    for name in scenario_names:
-        onset = cases()[name].world.onset_seconds
+    for case in checked:
+        onset = case.world.onset_seconds
         if onset and not _multiple(onset, tick):
-            raise ValueError(f"case {name!r}: its regression starts at {onset:g} s, not on a "
-                             f"tick of {tick:g} s")
+            raise ValueError(f"case {case.name!r}: its regression starts at {onset:g} s, not "
+                             f"on a tick of {tick:g} s")
 
 
 def tasks(seed: int, rollouts: int, scenario_names: Sequence[str], rps: Sequence[int],
           judges: Sequence[str], chunk: int = 50, tick: float = TICK_SECONDS,
           interval: float | None = None) -> list[Task]:
-    check_timing(scenario_names, tick, interval)
+    check_timing([cases()[n] for n in scenario_names], tick, interval)
     out = [Task(j, s, r, start, min(start + chunk, rollouts), seed, tick, interval)
            for s in scenario_names for r in rps for j in judges
            for start in range(0, rollouts, chunk)]
