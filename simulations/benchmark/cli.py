@@ -1,7 +1,8 @@
 """``rollwise simulate``: run the canary-analysis benchmark and write its results.
 
 ``--suite iid`` (the default) writes benchmark.md/.csv/.png as the benchmark always did;
-``--suite realistic`` and ``--suite all`` write benchmark-<suite>.md/.csv/.png. The only
+``--suite realistic`` and ``--suite all`` write benchmark-<suite>.md/.csv/.png (with
+``-tick<N>``/``-interval<N>`` when those differ from the defaults). The only
 I/O is the files under ``--out`` and the terminal.
 """
 
@@ -20,6 +21,16 @@ from simulations.benchmark.suites import SUITES, cases
 
 # The judges the realistic suite compares by default: today's, without the two variants.
 REALISTIC_JUDGES = ("flagger", "kayenta", "rollwise", "rollwise-slo", "policy-oracle", "oracle")
+
+
+def output_stem(suite: str, tick: float, interval: float | None) -> str:
+    """benchmark.md for the i.i.d. suite at the default timing; other suites and timings
+    get their own files (benchmark-realistic-tick1.md), so runs do not overwrite each
+    other."""
+    parts = ["benchmark"] + ([] if suite == "iid" else [suite])
+    parts += [] if tick == run.TICK_SECONDS else [f"tick{tick:g}"]
+    parts += [] if interval is None else [f"interval{interval:g}"]
+    return "-".join(parts)
 
 
 def _names(allowed: tuple[str, ...]) -> click.ParamType[tuple[str, ...], object]:
@@ -110,7 +121,7 @@ def simulate(seed: int, rollouts: int, suite: str, scenario_names: tuple[str, ..
     seconds = time.monotonic() - start
     summaries = run.summarise(results)
     out.mkdir(parents=True, exist_ok=True)
-    stem = "benchmark" if suite == "iid" else f"benchmark-{suite}"
+    stem = output_stem(suite, tick, interval)
     timing = ("" if tick == run.TICK_SECONDS else f" --tick {tick:g}") + (
         "" if interval is None else f" --interval {interval:g}")
     command = (f"rollwise simulate --seed {seed} --rollouts {rollouts}"
@@ -125,7 +136,8 @@ def simulate(seed: int, rollouts: int, suite: str, scenario_names: tuple[str, ..
     else:
         text = report.realistic_markdown(summaries, suite=suite, seed=seed, rollouts=rollouts,
                                          seconds=seconds, workers=workers, tick=tick,
-                                         interval=interval, command=command)
+                                         interval=interval, command=command,
+                                         plot_name=f"{stem}.png")
     (out / f"{stem}.md").write_text(text)
     report.write_csv(summaries, out / f"{stem}.csv")
     click.echo(report.table(summaries))

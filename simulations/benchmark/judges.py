@@ -356,12 +356,17 @@ class OracleStatistic:
         null = self.null
         law0 = truth.law(lambda _: null)
         law1 = truth.law(self.bad.canary_at)
+        # Evidence comes only from the moments the bad canary is worse than the null: a
+        # leak still below the policy's limit, or a regression before its onset, says
+        # nothing against an acceptable canary (without the floor at p0, low error
+        # counts early in a leak would count as evidence against the limit).
         if self.metric == "errors":
-            return _binomial_llr(t.errors, t.requests, law0.error_rate, law1.error_rate)
+            p0 = law0.error_rate
+            return _binomial_llr(t.errors, t.requests, p0, max(law1.error_rate, p0))
         if self.metric == "latency":
             tail = int(t.latency[self.tail_index + 1:].sum())
-            return _binomial_llr(tail, t.requests, law0.tail(self.tail_index),
-                                 law1.tail(self.tail_index))
+            p0 = law0.tail(self.tail_index)
+            return _binomial_llr(tail, t.requests, p0, max(law1.tail(self.tail_index), p0))
         memo = self._memo
         if memo is None or memo[0] is not law0 or memo[1] is not law1:
             memo = self._memo = (law0, law1, _log_ratio(law0.prediction_probs,

@@ -424,7 +424,7 @@ def _conditions_text(names: Sequence[str]) -> list[str]:
 
 def realistic_markdown(summaries: Sequence[Summary], *, suite: str, seed: int, rollouts: int,
                        seconds: float, workers: int, tick: float, interval: float | None,
-                       command: str) -> str:
+                       command: str, plot_name: str) -> str:
     """The report of the realistic (or the whole) suite."""
     names = list(dict.fromkeys(s.scenario for s in summaries))
     midstep = [s for s in summaries if s.before_onset > 0]
@@ -483,7 +483,7 @@ def realistic_markdown(summaries: Sequence[Summary], *, suite: str, seed: int, r
         "",
         *runtimes(summaries),
         "",
-        f"![benchmark](benchmark-{suite}.png)",
+        f"![benchmark]({plot_name})",
         "",
     ]
     return "\n".join(parts)

@@ -24,7 +24,7 @@ from scipy import integrate, stats
 from controller.analysis import Outcome
 from simulations.benchmark import judges as judges_module
 from simulations.benchmark import run
-from simulations.benchmark.cli import simulate
+from simulations.benchmark.cli import output_stem, simulate
 from simulations.benchmark.conditions import (
     ColdStart,
     Conditions,
@@ -462,3 +462,22 @@ def test_the_suite_and_timing_options_reject_what_they_cannot_run(tmp_path: Path
     assert result.exit_code == 2 and "aa-cv1 not in the iid suite" in result.output
     result = runner.invoke(simulate, ["--tick", "7", "--out", str(tmp_path)])
     assert result.exit_code == 2 and "must divide 60" in result.output
+
+
+def test_the_policy_oracle_takes_no_evidence_while_a_leak_is_within_the_limit() -> None:
+    """Early in the leak the canary is better than the worst acceptable (0.6%): a low
+    error count then is no evidence that it is worse than the limit."""
+    leak = cases()["leak"].world
+    limit = replace(STABLE, error_rate=0.006)
+    stat = oracle_statistics("errors", leak, limit)
+    early = _traffic(Conditions(), leak).truth(0.0, 60.0, 0.0)   # 0.5% + a little
+    assert stat.llr(_minute(3000, 5), early) == 0.0
+    late = _traffic(Conditions(), leak).truth(600.0, 660.0, 0.0)
+    assert stat.llr(_minute(3000, 40), late) > 0
+
+
+def test_runs_with_other_suites_or_timings_write_their_own_files() -> None:
+    assert output_stem("iid", 60.0, None) == "benchmark"
+    assert output_stem("realistic", 60.0, None) == "benchmark-realistic"
+    assert output_stem("realistic", 1.0, None) == "benchmark-realistic-tick1"
+    assert output_stem("iid", 10.0, 10.0) == "benchmark-tick10-interval10"
