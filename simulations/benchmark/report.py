@@ -422,6 +422,20 @@ def _conditions_text(names: Sequence[str]) -> list[str]:
     return [f"- `{n}`: {cases()[n].text()}" for n in names]
 
 
+_ORACLES_UNDER_CONDITIONS = (
+    "Under the conditions the oracles know the truth of every tick: a regression's time "
+    "profile (the true rate at each tick for the leak and the mid-step onset), the cold "
+    "start, and the canary's realised random effects and jitter in each shock period, "
+    "applied to both hypotheses. Their likelihood is then the true one: they stay valid "
+    "(false rollbacks <= alpha) on every A/A row, and their exposure is a lower bound that "
+    "a judge, which cannot see the effects, need not reach where the effects are "
+    "independent per revision; the policy-oracle takes no evidence from moments the bad "
+    "canary is within the policy's limit. The oracles look once per tick, so at the "
+    "default tick no judge can show less than one minute of exposure. For the mid-step "
+    "regression, exposure counts the canary's requests from the onset (minute 8) on; a "
+    "rollback before it counts as rolled back with no exposure.")
+
+
 def realistic_markdown(summaries: Sequence[Summary], *, suite: str, seed: int, rollouts: int,
                        seconds: float, workers: int, tick: float, interval: float | None,
                        command: str, plot_name: str) -> str:
@@ -453,16 +467,7 @@ def realistic_markdown(summaries: Sequence[Summary], *, suite: str, seed: int, r
         "judged by `rollwise` as it is and by `rollwise-slo` with the SLO guards added to "
         "its unguarded error-rate and p99 checks.",
         "",
-        _columns(),
-        " Under the conditions the oracles know the truth of every tick: a regression's time "
-        "profile (the true rate at each tick for the leak and the mid-step onset), the cold "
-        "start, and the canary's realised random effects and jitter in each shock period, "
-        "applied to both hypotheses. Their likelihood is then the true one: they stay valid "
-        "(false rollbacks <= alpha) on every A/A row, and their exposure is a lower bound "
-        "that a judge, which cannot see the effects, need not reach where the effects are "
-        "independent per revision. For the mid-step regression, exposure counts the "
-        "canary's requests from the onset (minute 8) on; a rollback before it counts as "
-        "rolled back with no exposure.",
+        _columns() + " " + _ORACLES_UNDER_CONDITIONS,
         "",
         table(summaries),
         "",
