@@ -360,7 +360,7 @@ ISSUE_15 = (
                 ("aa-lognormal1.5", "aa-pareto1.5"), (10,), "0.1-0.3%"),
     IssueFigure("diurnal load; 12 checks in one policy", ("aa-diurnal", "aa-12checks"),
                 (10, 100, 1000), "0 of 2,000"),
-    IssueFigure("slow leak 0.5% -> 1.5%: promoted", ("leak",), (100,),
+    IssueFigure("slow leak 0.5% -> 1.5%: promoted", ("leak-slow", "leak"), (100,),
                 "default rule rolls it back; rollwise-slo promotes 89%", quantity="promoted"),
     IssueFigure("gross regression (x10 errors): exposure over the oracle's", ("gross",),
                 (10, 1000), "3x / 60x", ("rollwise", "rollwise-slo"), "x oracle"),
