@@ -483,3 +483,17 @@ def test_runs_with_other_suites_or_timings_write_their_own_files() -> None:
     assert output_stem("realistic", 60.0, None) == "benchmark-realistic"
     assert output_stem("realistic", 1.0, None) == "benchmark-realistic-tick1"
     assert output_stem("iid", 10.0, 10.0) == "benchmark-tick10-interval10"
+
+
+def test_summaries_count_rollbacks_before_the_onset_and_the_runtime() -> None:
+    def rollout(outcome: str, minutes: float, exposure: int, seconds: float) -> run.Rollout:
+        return run.Rollout("rollwise", "midstep", 100, 0, outcome, minutes, exposure, 5,
+                           seconds)
+
+    (s,) = run.summarise([rollout(run.ROLLED_BACK, 8.0, 0, 0.01),      # before minute 8
+                          rollout(run.ROLLED_BACK, 12.0, 900, 0.03),
+                          rollout(run.PROMOTED, 20.0, 9000, 0.05),
+                          rollout(run.INCONCLUSIVE, 40.0, 9000, 0.01)])
+    assert s.before_onset == 0.25 and s.rolled_back == 0.5
+    assert s.exposure_mean == 450.0
+    assert s.ms_per_rollout == pytest.approx(25.0)
