@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,19 @@ from simulations.benchmark.judges import JUDGES
 from simulations.benchmark.run import SCENARIOS, Schedule, Summary, policy_named
 from simulations.benchmark.scenarios import acceptable_limits, describe
 from simulations.benchmark.suites import cases
+
+
+def read_csv(path: Path) -> list[Summary]:
+    """The summaries ``write_csv`` wrote (to re-render a report or a plot without running
+    the simulation again)."""
+    types = {f.name: f.type for f in fields(Summary)}   # "str", "int", "float"
+
+    def parsed(row: dict[str, str]) -> dict[str, Any]:
+        return {k: v if types[k] == "str" else int(v) if types[k] == "int" else float(v)
+                for k, v in row.items()}
+
+    with path.open(newline="") as f:
+        return [Summary(**parsed(row)) for row in csv.DictReader(f)]
 
 
 def write_csv(summaries: Sequence[Summary], path: Path) -> None:
@@ -270,7 +283,8 @@ def _pyplot() -> Any:
 
 def _bars(ax: Any, summaries: Sequence[Summary], cells: Sequence[Cell], labels: Sequence[str],
           value: Callable[[Summary], float],
-          note: Callable[[Summary], str] | None = None, fontsize: int = 10) -> None:
+          note: Callable[[Summary], str] | None = None, fontsize: int = 10,
+          rotation: int = 0) -> None:
     """One group of bars per cell (scenario, rps), one bar per judge."""
     judges = [j for j in JUDGES if any(s.judge == j for s in summaries)]
     width = 0.8 / max(len(judges), 1)
@@ -285,7 +299,7 @@ def _bars(ax: Any, summaries: Sequence[Summary], cells: Sequence[Cell], labels: 
                             va="bottom", fontsize=6, rotation=90,
                             xytext=(0, 2), textcoords="offset points")
     ax.set_xticks([i + width * (len(judges) - 1) / 2 for i in range(len(cells))], labels,
-                  fontsize=fontsize)
+                  fontsize=fontsize, rotation=rotation)
     ax.margins(y=0.15)
 
 
@@ -504,8 +518,8 @@ def realistic_plot(summaries: Sequence[Summary], path: Path, alpha: float) -> No
     fig, axes = plt.subplots(3, 1, figsize=(max(12, 0.5 * len(good)), 13))
     oracle = {(s.scenario, s.rps): s.exposure_mean for s in summaries if s.judge == "oracle"}
     ax = axes[0]
-    _bars(ax, summaries, good, [f"{c}\n{r}" for c, r in good], lambda s: 100 * s.rolled_back,
-          fontsize=6)
+    _bars(ax, summaries, good, [f"{c} @{r}" for c, r in good], lambda s: 100 * s.rolled_back,
+          fontsize=7, rotation=90)
     ax.axhline(100 * alpha, color="black", linestyle="--", linewidth=1, label=f"alpha {alpha:g}")
     ax.set_title("A/A: false rollbacks (%)")
     ax.legend(fontsize=7, ncol=4)

@@ -23,7 +23,7 @@ from scipy import integrate, stats
 
 from controller.analysis import Outcome
 from simulations.benchmark import judges as judges_module
-from simulations.benchmark import run
+from simulations.benchmark import report, run
 from simulations.benchmark.cli import output_stem, simulate
 from simulations.benchmark.conditions import (
     ColdStart,
@@ -497,3 +497,15 @@ def test_summaries_count_rollbacks_before_the_onset_and_the_runtime() -> None:
     assert s.before_onset == 0.25 and s.rolled_back == 0.5
     assert s.exposure_mean == 450.0
     assert s.ms_per_rollout == pytest.approx(25.0)
+
+
+def test_summaries_survive_the_csv(tmp_path: Path) -> None:
+    results = run.run(run.tasks(seed=2, rollouts=3, scenario_names=["gross"], rps=[100],
+                                judges=["flagger", "oracle"], chunk=3), workers=1)
+    summaries = run.summarise(results)
+    report.write_csv(summaries, tmp_path / "s.csv")
+    again = report.read_csv(tmp_path / "s.csv")
+    assert [(s.scenario, s.rps, s.judge, s.rollouts) for s in again] == [
+        (s.scenario, s.rps, s.judge, s.rollouts) for s in summaries]
+    assert [s.exposure_mean for s in again] == pytest.approx(
+        [s.exposure_mean for s in summaries])
