@@ -503,13 +503,17 @@ def test_the_controller_manager_runs_deployments_with_per_controller_identities(
         assert set(plane.pids) == {"etcd", "kube-apiserver", "kube-controller-manager"}
         core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
         core.create_namespace({"metadata": {"name": "kcm"}}, _request_timeout=TIMEOUT)
-        labels = {"app": "iris"}
-        apps.create_namespaced_deployment("kcm", {
-            "metadata": {"name": "iris"},
-            "spec": {"replicas": 2, "selector": {"matchLabels": labels},
-                     "template": {"metadata": {"labels": labels},
-                                  "spec": {"containers": [{"name": "m", "image": "m:1"}]}}},
-        }, _request_timeout=TIMEOUT)
+
+        def deploy(name: str, replicas: int) -> None:
+            labels = {"app": name}
+            apps.create_namespaced_deployment("kcm", {
+                "metadata": {"name": name},
+                "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
+                         "template": {"metadata": {"labels": labels}, "spec": {
+                             "containers": [{"name": "m", "image": "m:1"}]}}},
+            }, _request_timeout=TIMEOUT)
+
+        deploy("iris", 2)
 
         def pods() -> list[Any]:
             return list(core.list_namespaced_pod("kcm", _request_timeout=TIMEOUT).items)
@@ -528,6 +532,12 @@ def test_the_controller_manager_runs_deployments_with_per_controller_identities(
         apps.delete_namespaced_deployment("iris", "kcm", _request_timeout=TIMEOUT)
         _wait_for("the ReplicaSet and pods to be collected", lambda: not (
             apps.list_namespaced_replica_set("kcm", _request_timeout=TIMEOUT).items or pods()))
+        # An API-server outage: the controllers carry on once it is back.
+        plane.stop_apiserver()
+        plane.start_apiserver()
+        assert is_running(plane.pids["kube-controller-manager"])
+        deploy("again", 1)
+        _wait_for("a pod after the outage", lambda: len(pods()) == 1, timeout=60.0)
     _assert_torn_down(plane, private_tempdir)
 
 

@@ -345,22 +345,25 @@ def _send(world: World, namespace: str, requests: int) -> Counter[str]:
     return generator.errors
 
 
-def _stable_and_canary(world: World, namespace: str, canary: str) -> None:
+def _split(world: World, canary: str, weights: dict[str, int]) -> tuple[str, int]:
+    """A fresh namespace with a stable (2 pods of V1) and a canary Deployment (1 pod of
+    ``canary``), the route "iris" weighted as given and in force: (namespace, generation)."""
+    namespace = fresh_namespace(world)
     deploy_ready(world, namespace, "iris", V1, replicas=2)
     if canary == BROKEN:
         world.create_model_deployment(namespace, "iris-canary", BROKEN, replicas=1)
     else:
         deploy_ready(world, namespace, "iris-canary", canary, replicas=1)
+    generation = _set_weights(world, namespace, weights)
+    assert wait_for(lambda: _in_force(world, namespace, generation), 20,
+                    f"the route weighted {weights} accepted at generation {generation}")
+    return namespace, generation
 
 
 @pytest.mark.e2e
 def test_a_90_10_route_splits_real_requests_90_10_at_the_pods(deployment_world: World) -> None:
     world = deployment_world
-    namespace = fresh_namespace(world)
-    _stable_and_canary(world, namespace, V2)
-    generation = _set_weights(world, namespace, {"iris": 90, "iris-canary": 10})
-    assert wait_for(lambda: _in_force(world, namespace, generation), 20,
-                    "the 90/10 route accepted at its generation")
+    namespace, _ = _split(world, V2, {"iris": 90, "iris-canary": 10})
     assert _send(world, namespace, 2000) == Counter()
     stable, canary = _served(world, namespace, "iris"), _served(world, namespace, "iris-canary")
     assert stable + canary == 2000
@@ -375,10 +378,7 @@ def test_a_90_10_route_splits_real_requests_90_10_at_the_pods(deployment_world: 
 def test_route_status_names_the_generation_whose_split_is_in_force(
         deployment_world: World) -> None:
     world = deployment_world
-    namespace = fresh_namespace(world)
-    _stable_and_canary(world, namespace, V2)
-    first = _set_weights(world, namespace, {"iris": 100, "iris-canary": 0})
-    assert wait_for(lambda: _in_force(world, namespace, first), 20, "generation of 100/0")
+    namespace, first = _split(world, V2, {"iris": 100, "iris-canary": 0})
     _send(world, namespace, 200)
     assert _served(world, namespace, "iris-canary") == 0
     second = _set_weights(world, namespace, {"iris": 0, "iris-canary": 100})
@@ -398,10 +398,7 @@ def test_route_status_names_the_generation_whose_split_is_in_force(
 def test_a_never_ready_backend_gets_no_traffic_and_its_share_is_503(
         deployment_world: World) -> None:
     world = deployment_world
-    namespace = fresh_namespace(world)
-    _stable_and_canary(world, namespace, BROKEN)
-    generation = _set_weights(world, namespace, {"iris": 50, "iris-canary": 50})
-    assert wait_for(lambda: _in_force(world, namespace, generation), 20, "the 50/50 route")
+    namespace, _ = _split(world, BROKEN, {"iris": 50, "iris-canary": 50})
     errors = _send(world, namespace, 600)
     broken_pods = kubernetes.client.CoreV1Api(world.admin).list_namespaced_pod(
         namespace, label_selector="app=iris-canary").items
