@@ -72,7 +72,8 @@ class TrafficGenerator:
     rather than delaying later arrivals, which would close the loop.
     ``model_name`` is the model in the predict path; without it the generator asks each
     endpoint once with ``GET /v1/models`` (a request the endpoint counts, as a real
-    queue-proxy would).
+    queue-proxy would). ``host`` is the Host header to send (a gateway routes by it);
+    without it the endpoint's address is sent, as HTTP clients do.
     """
 
     def __init__(
@@ -88,6 +89,7 @@ class TrafficGenerator:
         arrivals: Literal["poisson", "fixed"] = "poisson",
         request_timeout_s: float = 10.0,
         split_refresh_s: float = SPLIT_REFRESH_S,
+        host: str | None = None,
     ) -> None:
         if not (rate_rps > 0 and math.isfinite(rate_rps)):
             raise ValueError("rate_rps must be a positive number")
@@ -110,6 +112,7 @@ class TrafficGenerator:
         self.arrivals = arrivals
         self.request_timeout_s = request_timeout_s
         self.split_refresh_s = split_refresh_s
+        self.host = host
         self._rng = random.Random(seed)
         backlog = max(4 * concurrency, math.ceil(rate_rps * BACKLOG_S))
         self._queue: queue.Queue[str] = queue.Queue(maxsize=backlog)
@@ -286,7 +289,8 @@ class TrafficGenerator:
             reused = url in connections
             try:
                 conn = connections.get(url) or self._connect(connections, url)
-                status, _ = _request(conn, "POST", self._predict_path(conn, url), _BODY)
+                status, _ = _request(conn, "POST", self._predict_path(conn, url), _BODY,
+                                     self.host)
                 return status < 500
             except (OSError, http.client.HTTPException, ValueError) as exc:
                 stale = connections.pop(url, None)
@@ -316,7 +320,7 @@ class TrafficGenerator:
         with self._lock:
             known = self._paths.get(url)
         if known is None:
-            status, body = _request(conn, "GET", f"{base}/v1/models", None)
+            status, body = _request(conn, "GET", f"{base}/v1/models", None, self.host)
             models = json.loads(body)["models"] if status == 200 else []
             if len(models) != 1:
                 raise ValueError(f"{url} serves models {models}; pass model_name")
@@ -327,9 +331,12 @@ class TrafficGenerator:
 
 
 def _request(
-    conn: http.client.HTTPConnection, method: str, path: str, body: bytes | None
+    conn: http.client.HTTPConnection, method: str, path: str, body: bytes | None,
+    host: str | None = None,
 ) -> tuple[int, bytes]:
     headers = {"Content-Type": "application/json"} if body is not None else {}
+    if host is not None:
+        headers["Host"] = host
     conn.request(method, path, body=body, headers=headers)
     response = conn.getresponse()
     return response.status, response.read()  # read fully so the connection can be reused
