@@ -1,4 +1,5 @@
-"""Simulated KServe model endpoints, one HTTP server per Knative revision, on 127.0.0.1.
+"""Simulated KServe model endpoints, one HTTP server per Knative revision (or Standard-mode
+ReplicaSet), on 127.0.0.1.
 
 Purpose
 -------
@@ -101,7 +102,31 @@ group_left (kn_revision_name) target_info)``. The empty ``otel_scope_schema_url`
 Prometheus drops empty labels on ingestion. Not simulated: the otelhttp body-size
 histograms, ``kn_serving_queue_depth`` and the Go runtime metrics.
 
-KServe Python model server (both flavours) -- kserve/kserve
+Flavour ``otelhttp`` -- a model server in a plain Deployment pod, with no queue-proxy: its
+own HTTP handler instrumented by OpenTelemetry's otelhttp (the same semantic conventions
+and buckets as the ``http_server_request_duration_seconds`` family above, from the same
+sources) and exported by the OpenTelemetry Prometheus exporter.
+
+=============================================  =========  ==================================
+series                                         type       labels
+=============================================  =========  ==================================
+``http_server_request_duration_seconds``       histogram  http_request_method,
+                                                          http_response_status_code,
+                                                          network_protocol_name,
+                                                          network_protocol_version,
+                                                          url_scheme, otel_scope_* (+ ``le``)
+``target_info``                                gauge (1)  k8s_namespace_name, k8s_pod_name,
+                                                          service_name,
+                                                          telemetry_sdk_language,
+                                                          telemetry_sdk_name,
+                                                          telemetry_sdk_version
+=============================================  =========  ==================================
+
+``server_address`` is left out: otelhttp takes it from each request's Host header, which
+here is the gateway's hostname for the route. The pod's identity comes from the scrape
+target's labels (``namespace``, ``pod``, ``pod_template_hash``; simulations.nodes).
+
+KServe Python model server (all flavours) -- kserve/kserve
 ``python/kserve/kserve/metrics.py`` and ``model.py`` (v0.15.2): histograms
 ``request_preprocess_seconds``, ``request_predict_seconds``,
 ``request_postprocess_seconds``, ``request_explain_seconds`` labelled ``model_name``, with
@@ -119,6 +144,17 @@ one with KServe's metric aggregation); a simulated endpoint serves both on one
 ``/metrics``. File-sd targets carry only ``namespace`` and ``pod`` (as a kubernetes-sd
 relabelling would), names that no exposed series uses; Prometheus adds ``job`` and
 ``instance``.
+
+KServe Standard mode (flavour ``kserve-standard``, ``STANDARD_FLAVOUR``): no Knative, so
+no queue-proxy; a pod exports only the model server's series above (and the custom
+prediction histogram), all labelled ``model_name`` alone. The pod is the scrape target:
+``namespace`` and ``pod`` come from the target, the pod named after its Deployment and
+ReplicaSet, ``<isvc>[-<predictor name>]-predictor-<pod-template-hash>-<suffix>``, so a
+query selects a stable or canary by Deployment name, e.g.
+``sum(rate(request_predict_seconds_count{namespace="models",
+pod=~"iris-v2-predictor-[a-z0-9]+-[a-z0-9]+"}[1m]))``. Errors are not counted by status
+code in that server: ``request_postprocess_seconds`` is observed on success only, so
+``..._predict_seconds_count - ..._postprocess_seconds_count`` counts failed predictions.
 """
 
 from __future__ import annotations
@@ -126,6 +162,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import hashlib
+import ipaddress
 import json
 import math
 import os
@@ -148,6 +185,7 @@ from prometheus_client.registry import Collector
 
 __all__ = [
     "FLAVOURS",
+    "STANDARD_FLAVOUR",
     "Behaviour",
     "EndpointFleet",
     "MetricsFlavour",
@@ -157,8 +195,12 @@ __all__ = [
     "render_prometheus_text",
 ]
 
-MetricsFlavour = Literal["queue-proxy-legacy", "queue-proxy-otel"]
+MetricsFlavour = Literal["queue-proxy-legacy", "queue-proxy-otel", "otelhttp"]
 FLAVOURS: tuple[MetricsFlavour, ...] = get_args(MetricsFlavour)
+#: A KServe Standard-mode pod: the model server's metrics only (no queue-proxy).
+StandardFlavour = Literal["kserve-standard"]
+STANDARD_FLAVOUR: StandardFlavour = "kserve-standard"
+PodFlavour = MetricsFlavour | StandardFlavour
 
 TEXT_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _PREDICT_PATH = re.compile(r"^/v1/models/(?P<model>[^/]+):predict$")
@@ -362,6 +404,24 @@ def _otel_http_server_labels(identity: RevisionIdentity, status: int) -> dict[st
     }
 
 
+def _otelhttp_labels(identity: RevisionIdentity, status: int) -> dict[str, str]:
+    """otelhttp's attributes for a pod's own server, whose Host varies (no server_address)."""
+    labels = _otel_http_server_labels(identity, status)
+    del labels["server_address"], labels["kn_route_tag"]
+    return labels
+
+
+def _pod_target_info(identity: RevisionIdentity) -> dict[str, str]:
+    return {
+        "k8s_namespace_name": identity.namespace,
+        "k8s_pod_name": identity.pod_name,
+        "service_name": identity.isvc,
+        "telemetry_sdk_language": "go",
+        "telemetry_sdk_name": "opentelemetry",
+        "telemetry_sdk_version": "1.39.0",
+    }
+
+
 def _otel_target_info(identity: RevisionIdentity) -> dict[str, str]:
     return {
         "k8s_container_name": "queue-proxy",
@@ -379,7 +439,8 @@ def _otel_target_info(identity: RevisionIdentity) -> dict[str, str]:
     }
 
 
-_FLAVOURS: dict[MetricsFlavour, _Flavour] = {
+_FLAVOURS: dict[PodFlavour, _Flavour] = {
+    STANDARD_FLAVOUR: _Flavour(instruments=()),
     "queue-proxy-legacy": _Flavour(
         instruments=(
             *_legacy_pair("", "queue-proxy", _legacy_labels_with_route_tag),
@@ -404,6 +465,18 @@ _FLAVOURS: dict[MetricsFlavour, _Flavour] = {
             ),
         ),
         target_info=_otel_target_info,
+    ),
+    "otelhttp": _Flavour(
+        instruments=(
+            _Instrument(
+                "http_server_request_duration_seconds",
+                "histogram",
+                "Duration of HTTP server requests.",
+                _otelhttp_labels,
+                _OTEL_BUCKETS_S,
+            ),
+        ),
+        target_info=_pod_target_info,
     ),
 }
 
@@ -584,7 +657,7 @@ class _Server(ThreadingHTTPServer):
         self.endpoint = endpoint
         self.connections: set[socket.socket] = set()
         self.connections_lock = threading.Lock()
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__((endpoint.host, endpoint.port), _Handler)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """Clients that hang up (or idle out) mid-connection are normal here, not errors."""
@@ -681,17 +754,29 @@ class ModelEndpoint:
         revision: str,
         model_name: str,
         behaviour: Behaviour,
-        flavour: MetricsFlavour = "queue-proxy-legacy",
+        flavour: PodFlavour = "queue-proxy-legacy",
         seed: int | None = None,
         sleep: bool = False,
+        pod_name: str | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
     ) -> None:
+        """``pod_name`` is the real pod's (simulations.nodes) or the simulated KServe's
+        Standard-mode pod's when there is one (else one is made up, as Kubernetes would
+        name a Knative revision's); ``host``/``port`` where to listen (a free port by
+        default): a loopback address, and ``port`` 0 for any free one."""
         if flavour not in _FLAVOURS:
-            raise ValueError(f"unknown metrics flavour {flavour!r}; choose from {FLAVOURS}")
+            raise ValueError(
+                f"unknown metrics flavour {flavour!r}; choose from "
+                f"{(*FLAVOURS, STANDARD_FLAVOUR)}"
+            )
+        if not ipaddress.ip_address(host).is_loopback:
+            raise ValueError(f"endpoints listen on loopback only, not {host}")
         names = random.Random(f"pod:{namespace}/{revision}:{seed}")
-        self.identity = RevisionIdentity(
-            namespace, isvc, revision, model_name, RevisionIdentity.pod_name_for(revision, names)
-        )
-        self.flavour: MetricsFlavour = flavour
+        pod = pod_name or RevisionIdentity.pod_name_for(revision, names)
+        self.identity = RevisionIdentity(namespace, isvc, revision, model_name, pod)
+        self.host, self.port = host, port
+        self.flavour: PodFlavour = flavour
         self.sleep = sleep
         self._behaviour = behaviour
         self._rng = random.Random(seed)
@@ -803,11 +888,21 @@ class EndpointFleet:
         self.flavour: MetricsFlavour = flavour
         self.seed = seed
         self._endpoints: dict[tuple[str, str], ModelEndpoint] = {}
+        self._target_labels: dict[tuple[str, str], dict[str, str]] = {}
         self._lock = threading.Lock()
         self._write_sd()
 
-    def add(self, namespace: str, isvc: str, revision: str, behaviour: Behaviour) -> ModelEndpoint:
-        """Start an endpoint for a revision (model name = isvc name, KServe's default)."""
+    def add(self, namespace: str, isvc: str, revision: str, behaviour: Behaviour, *,
+            model_name: str | None = None, pod_name: str | None = None,
+            host: str = "127.0.0.1", port: int = 0, flavour: PodFlavour | None = None,
+            target_labels: Mapping[str, str] | None = None) -> ModelEndpoint:
+        """Start an endpoint for a revision (model name = isvc name, KServe's default).
+        A KServe Standard-mode pod set passes ``flavour=STANDARD_FLAVOUR`` and its pod name.
+
+        For a real pod (simulations.nodes) ``revision`` is the pod's name and the keywords
+        say its model name, where it listens, its metrics flavour (else the fleet's) and
+        the extra labels of its scrape target. Raises ``OSError`` when the address is taken,
+        with nothing registered."""
         key = (namespace, revision)
         with self._lock:
             if key in self._endpoints:
@@ -816,13 +911,17 @@ class EndpointFleet:
                 namespace=namespace,
                 isvc=isvc,
                 revision=revision,
-                model_name=isvc,
+                model_name=model_name or isvc,
                 behaviour=behaviour,
-                flavour=self.flavour,
+                flavour=flavour or self.flavour,
                 seed=_derived_seed(self.seed, namespace, revision),
+                pod_name=pod_name,
+                host=host,
+                port=port,
             )
             endpoint.start()
             self._endpoints[key] = endpoint
+            self._target_labels[key] = dict(target_labels or {})
             self._write_sd()
         return endpoint
 
@@ -832,6 +931,7 @@ class EndpointFleet:
             if endpoint is None or endpoint.identity.isvc != isvc:
                 raise KeyError(f"no endpoint for {namespace}/{isvc}/{revision}")
             del self._endpoints[(namespace, revision)]
+            self._target_labels.pop((namespace, revision), None)
             self._write_sd()
         endpoint.stop()
 
@@ -852,6 +952,7 @@ class EndpointFleet:
         with self._lock:
             endpoints = list(self._endpoints.values())
             self._endpoints.clear()
+            self._target_labels.clear()
             self._write_sd()
         for endpoint in endpoints:
             endpoint.stop()
@@ -870,9 +971,10 @@ class EndpointFleet:
                 "labels": {
                     "namespace": endpoint.identity.namespace,
                     "pod": endpoint.identity.pod_name,
+                    **self._target_labels.get(key, {}),
                 },
             }
-            for _, endpoint in sorted(self._endpoints.items())
+            for key, endpoint in sorted(self._endpoints.items())
         ]
         self.sd_file.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{self.sd_file.name}.", dir=self.sd_file.parent)

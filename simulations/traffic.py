@@ -12,7 +12,10 @@ I/O
 * Input: ``split()`` -> ``[(endpoint_url, percent), ...]``, re-read about every 0.5 s;
   ``isvc_split`` builds one from an InferenceService's
   ``status.components.predictor.traffic`` (Knative ``TrafficTarget`` entries with
-  ``revisionName`` and ``percent``) read through the Kubernetes API.
+  ``revisionName`` and ``percent``) read through the Kubernetes API; ``route_split`` from a
+  Gateway API ``HTTPRoute`` (KServe Standard mode): its ``backendRefs`` weights once a
+  gateway has accepted the route's current generation, each Service's share spread over
+  its ready endpoints.
 * Output: real HTTP/1.1 keep-alive ``POST <url>/v1/models/<model>:predict`` requests
   (KServe v1) to 127.0.0.1; counters ``sent`` and ``errors`` by url, ``dropped`` (arrivals
   the worker pool could not take: the generator is saturated) and ``unroutable``
@@ -36,14 +39,25 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal, cast
 from urllib.parse import urlsplit
 
+from simulations.kserve.httproute import accepted_at_generation, split_from_route
+
 if TYPE_CHECKING:
     from simulations.endpoints import EndpointFleet
 
-__all__ = ["Split", "TrafficGenerator", "isvc_split", "split_from_isvc"]
+__all__ = [
+    "Split",
+    "TrafficGenerator",
+    "isvc_split",
+    "route_split",
+    "split_from_isvc",
+    "split_in_force",
+]
 
 log = logging.getLogger(__name__)
 
 Split = Callable[[], Sequence[tuple[str, float]]]
+#: (namespace, Service) -> the urls of its ready endpoints (an EndpointSlice's view).
+ServiceEndpoints = Callable[[str, str], Sequence[str]]
 SPLIT_REFRESH_S = 0.5
 BACKLOG_S = 0.5  # arrivals the workers may lag behind before new ones are dropped
 _BODY = json.dumps({"instances": [[6.8, 2.8, 4.8, 1.4]]}).encode()
@@ -58,7 +72,8 @@ class TrafficGenerator:
     rather than delaying later arrivals, which would close the loop.
     ``model_name`` is the model in the predict path; without it the generator asks each
     endpoint once with ``GET /v1/models`` (a request the endpoint counts, as a real
-    queue-proxy would).
+    queue-proxy would). ``host`` is the Host header to send (a gateway routes by it);
+    without it the endpoint's address is sent, as HTTP clients do.
     """
 
     def __init__(
@@ -74,6 +89,7 @@ class TrafficGenerator:
         arrivals: Literal["poisson", "fixed"] = "poisson",
         request_timeout_s: float = 10.0,
         split_refresh_s: float = SPLIT_REFRESH_S,
+        host: str | None = None,
     ) -> None:
         if not (rate_rps > 0 and math.isfinite(rate_rps)):
             raise ValueError("rate_rps must be a positive number")
@@ -96,6 +112,7 @@ class TrafficGenerator:
         self.arrivals = arrivals
         self.request_timeout_s = request_timeout_s
         self.split_refresh_s = split_refresh_s
+        self.host = host
         self._rng = random.Random(seed)
         backlog = max(4 * concurrency, math.ceil(rate_rps * BACKLOG_S))
         self._queue: queue.Queue[str] = queue.Queue(maxsize=backlog)
@@ -272,7 +289,8 @@ class TrafficGenerator:
             reused = url in connections
             try:
                 conn = connections.get(url) or self._connect(connections, url)
-                status, _ = _request(conn, "POST", self._predict_path(conn, url), _BODY)
+                status, _ = _request(conn, "POST", self._predict_path(conn, url), _BODY,
+                                     self.host)
                 return status < 500
             except (OSError, http.client.HTTPException, ValueError) as exc:
                 stale = connections.pop(url, None)
@@ -302,7 +320,7 @@ class TrafficGenerator:
         with self._lock:
             known = self._paths.get(url)
         if known is None:
-            status, body = _request(conn, "GET", f"{base}/v1/models", None)
+            status, body = _request(conn, "GET", f"{base}/v1/models", None, self.host)
             models = json.loads(body)["models"] if status == 200 else []
             if len(models) != 1:
                 raise ValueError(f"{url} serves models {models}; pass model_name")
@@ -313,9 +331,12 @@ class TrafficGenerator:
 
 
 def _request(
-    conn: http.client.HTTPConnection, method: str, path: str, body: bytes | None
+    conn: http.client.HTTPConnection, method: str, path: str, body: bytes | None,
+    host: str | None = None,
 ) -> tuple[int, bytes]:
     headers = {"Content-Type": "application/json"} if body is not None else {}
+    if host is not None:
+        headers["Host"] = host
     conn.request(method, path, body=body, headers=headers)
     response = conn.getresponse()
     return response.status, response.read()  # read fully so the connection can be reused
@@ -369,6 +390,66 @@ def isvc_split(api_client: Any, namespace: str, name: str, fleet: EndpointFleet,
                 ),
             )
             routes = split_from_isvc(isvc, namespace, fleet)
+            cache[:] = [(now, routes)]
+            return routes
+
+    return split
+
+
+# ---------------------------------------------------------------------- HTTPRoute
+
+
+def split_in_force(
+    route: dict[str, Any] | None,
+    resolve: ServiceEndpoints,
+    last_accepted: dict[str, Any] | None,
+) -> tuple[list[tuple[str, float]], dict[str, Any] | None]:
+    """The split a gateway applies for ``route``, and the route spec that split comes from.
+
+    Weights take effect only once a parent accepted the route's current generation; until
+    then the last accepted spec stays in force (none before the first, or once the route
+    is gone: nothing routes). A Service's weight is shared by its ready endpoints; a
+    Service without any is left out, so its share goes to the others, as
+    ``split_from_isvc`` does for revisions.
+    """
+    if route is None:
+        return [], None
+    in_force = route if accepted_at_generation(route) else last_accepted
+    if in_force is None:
+        return [], None
+    split: list[tuple[str, float]] = []
+    for namespace, service, weight in split_from_route(in_force):
+        urls = list(resolve(namespace, service))
+        if weight > 0 and urls:
+            split.extend((url, weight / len(urls)) for url in urls)
+    return split, in_force
+
+
+def route_split(api_client: Any, namespace: str, name: str, resolve: ServiceEndpoints, *,
+                refresh_s: float = SPLIT_REFRESH_S) -> Split:
+    """A ``split()`` reading the HTTPRoute ``namespace/name`` (KServe Standard mode writes
+    one named after the InferenceService), cached for ``refresh_s``."""
+    from kubernetes import client as k8s  # deferred: a heavy import not every user needs
+    from kubernetes.client.exceptions import ApiException
+
+    api = k8s.CustomObjectsApi(api_client)
+    lock = threading.Lock()
+    cache: list[tuple[float, list[tuple[str, float]]]] = []
+    accepted: list[dict[str, Any] | None] = [None]
+
+    def split() -> list[tuple[str, float]]:
+        with lock:
+            now = time.monotonic()
+            if cache and now - cache[0][0] < refresh_s:
+                return cache[0][1]
+            try:
+                route = cast(dict[str, Any], api.get_namespaced_custom_object(
+                    "gateway.networking.k8s.io", "v1", namespace, "httproutes", name))
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+                route = None
+            routes, accepted[0] = split_in_force(route, resolve, accepted[0])
             cache[:] = [(now, routes)]
             return routes
 

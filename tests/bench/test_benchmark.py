@@ -14,6 +14,7 @@ from scipy import stats
 from controller.analysis import Outcome
 from simulations.benchmark import run
 from simulations.benchmark.cli import simulate
+from simulations.benchmark.conditions import TickTruth
 from simulations.benchmark.judges import (
     FlaggerJudge,
     KayentaJudge,
@@ -128,10 +129,11 @@ def test_policy_oracle_tests_against_the_worst_acceptable_canary() -> None:
     minute = _traffic(300, 3)
     (_, stat_oracle), = oracle.tests
     (_, stat_floor), = floor.tests
+    steady = TickTruth.steady(0.0, 60.0)
     # Per request, 1% errors separate less from 0.6% than from 0.5%: less evidence a minute.
     expected_floor = 3 * math.log(0.01 / 0.006) + 297 * math.log(0.99 / 0.994)
-    assert stat_floor(minute) == pytest.approx(expected_floor)
-    assert stat_floor(minute) < stat_oracle(minute)
+    assert stat_floor.llr(minute, steady) == pytest.approx(expected_floor)
+    assert stat_floor.llr(minute, steady) < stat_oracle.llr(minute, steady)
 
 
 def test_scenarios_have_the_stated_effects() -> None:
@@ -160,9 +162,9 @@ def test_runs_are_reproducible_and_judges_share_random_streams() -> None:
 def test_schedule_follows_the_policy() -> None:
     schedule = run.Schedule.of(benchmark_policy())
     assert schedule.weights == (5, 10, 25, 50, 100)
-    assert schedule.min_minutes == (5, 5, 5, 5)
+    assert schedule.min_seconds == (300, 300, 300, 300)
     assert schedule.min_requests == (200, 200, 200, 200)
-    assert schedule.deadline_minutes == 30
+    assert schedule.deadline_seconds == 1800
 
 
 def test_simulate_command_writes_the_table_and_the_plot(tmp_path: Path) -> None:
@@ -185,3 +187,49 @@ def test_simulate_command_writes_the_table_and_the_plot(tmp_path: Path) -> None:
 def test_simulate_rejects_unknown_names() -> None:
     result = CliRunner().invoke(simulate, ["--scenarios", "aa,nope"])
     assert result.exit_code == 2 and "nope" in result.output
+
+
+# Per (scenario, judge): rollbacks, promotions, total exposure, total minutes of 8 rollouts
+# at 100 rps, seed 20240601, as the benchmark computed them before ticks and conditions
+# existed (the commit before "Production-like traffic..."): one tick of 60 s and no
+# conditions must reproduce them draw for draw.
+IID_PIN = {
+    ("aa", "flagger"): (0, 8, 216431, 161),
+    ("aa", "kayenta"): (0, 8, 216138, 160),
+    ("aa", "oracle"): (0, 8, 219708, 171),
+    ("aa", "policy-oracle"): (0, 8, 221143, 176),
+    ("aa", "rollwise"): (0, 2, 816653, 360),
+    ("aa", "rollwise-slo"): (0, 8, 216138, 160),
+    ("drift", "flagger"): (0, 8, 217836, 162),
+    ("drift", "kayenta"): (8, 0, 11871, 40),
+    ("drift", "oracle"): (8, 0, 2415, 8),
+    ("drift", "policy-oracle"): (8, 0, 19960, 67),
+    ("drift", "rollwise"): (8, 0, 40139, 93),
+    ("drift", "rollwise-slo"): (8, 0, 40724, 93),
+    ("errors", "flagger"): (8, 0, 47386, 84),
+    ("errors", "kayenta"): (7, 1, 75043, 95),
+    ("errors", "oracle"): (7, 1, 35959, 49),
+    ("errors", "policy-oracle"): (7, 1, 43943, 76),
+    ("errors", "rollwise"): (8, 0, 39573, 91),
+    ("errors", "rollwise-slo"): (8, 0, 44068, 91),
+    ("latency", "flagger"): (0, 8, 216070, 161),
+    ("latency", "kayenta"): (8, 0, 39180, 70),
+    ("latency", "oracle"): (8, 0, 8572, 28),
+    ("latency", "policy-oracle"): (8, 0, 10377, 34),
+    ("latency", "rollwise"): (8, 0, 13368, 44),
+    ("latency", "rollwise-slo"): (8, 0, 22325, 56),
+}
+
+
+def test_the_iid_benchmark_reproduces_its_results_draw_for_draw() -> None:
+    judges = sorted({j for _, j in IID_PIN})
+    results = run.run(run.tasks(seed=20240601, rollouts=8, scenario_names=run.SCENARIOS,
+                                rps=[100], judges=judges, chunk=8), workers=1)
+    cells: dict[tuple[str, str], list[float]] = {k: [0, 0, 0, 0] for k in IID_PIN}
+    for r in results:
+        c = cells[(r.scenario, r.judge)]
+        c[0] += r.outcome == run.ROLLED_BACK
+        c[1] += r.outcome == run.PROMOTED
+        c[2] += r.exposure
+        c[3] += r.minutes
+    assert {k: tuple(v) for k, v in cells.items()} == IID_PIN

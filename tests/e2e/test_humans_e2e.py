@@ -22,7 +22,15 @@ from simulations.controller_process import ControllerProcess
 from simulations.kube.build import Binaries
 from simulations.slack import SlackSim, block_actions_payload, signed_interaction
 from simulations.world import World, WorldConfig, rbac_manifests
-from tests.e2e.rollouts import GOOD, NAMESPACE, deploy, finished, state_of, wait_for
+from tests.e2e.rollouts import (
+    GOOD,
+    NAMESPACE,
+    deploy,
+    event_reasons,
+    finished,
+    state_of,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -43,7 +51,7 @@ spec:
   analysis:
     interval: 3s
     checks: [{{name: error-rate, kind: ratio, tolerance: 0.5, maxRate: 0.05}}]
-  approvers: {{slackUsers: [{APPROVER}]}}
+  approvers: {{slackUsers: [{APPROVER}], kubernetesUsers: [rollwise-admin]}}
   notifications: {{slack: {{channel: "#ml-rollouts"}}}}
 """
 
@@ -148,6 +156,14 @@ def test_the_same_approval_from_the_cli_also_updates_slack(env: Env) -> None:
     rows = json.loads(env.cli("status", "-n", NAMESPACE, "cli-approved", "-o", "json"))
     assert rows[0]["phase"] == "Paused" and rows[0]["pause"] == "approval"
     assert rows[0]["canaryPercent"] == 50
+    # Someone who may write the annotation but is not an approver: refused, not obeyed.
+    intruder = CliRunner().invoke(main, ["approve", f"{NAMESPACE}/cli-approved", "--kubeconfig",
+                                         str(env.world.cluster.controller_kubeconfig)])
+    assert intruder.exit_code == 0, intruder.output
+    wait_for(lambda: "CommandRefused" in event_reasons(env.world, "cli-approved"), 30,
+             "the non-approver's approval to be refused", env.controller.tail)
+    state = state_of(env.world, "cli-approved")
+    assert state is not None and state.phase == Phase.PAUSED
     out = env.cli("approve", f"{NAMESPACE}/cli-approved", "--reason", "looks good")
     assert "as rollwise-admin" in out     # the user the API server authenticated
     done = wait_for(lambda: finished(env.world, "cli-approved", "s3://m/cli-approved/v2"),

@@ -8,6 +8,7 @@ teardown and a dying etcd are checked on control planes started by the test.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import os
 import re
@@ -371,8 +372,7 @@ def test_broken_apiserver_binary_is_a_control_plane_error(
     if content is not None:
         broken.write_bytes(content)
         broken.chmod(0o755)
-    binaries = Binaries(kube_apiserver=broken, etcd=kube_binaries.etcd,
-                        kubectl=kube_binaries.kubectl, version=kube_binaries.version)
+    binaries = dataclasses.replace(kube_binaries, kube_apiserver=broken)
     plane = ControlPlane(binaries=binaries)
     with pytest.raises(ControlPlaneError, match="cannot start kube-apiserver"), plane:
         pass
@@ -480,6 +480,67 @@ def test_a_paused_apiserver_accepts_connections_but_answers_only_when_resumed(
     _assert_torn_down(plane, private_tempdir)
 
 
+# --- kube-controller-manager: the real deployment, replicaset and GC controllers ---
+
+
+def _wait_for(what: str, probe: Callable[[], Any], timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.2)
+
+
+@pytest.mark.e2e
+def test_the_controller_manager_runs_deployments_with_per_controller_identities(
+    kube_binaries: Binaries, private_tempdir: Path, small_crd: Path
+) -> None:
+    plane = ControlPlane(binaries=kube_binaries, kserve_crd=small_crd, controller_manager=True)
+    with plane as running, running.admin_api_client() as api:
+        assert set(plane.pids) == {"etcd", "kube-apiserver", "kube-controller-manager"}
+        core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
+        core.create_namespace({"metadata": {"name": "kcm"}}, _request_timeout=TIMEOUT)
+
+        def deploy(name: str, replicas: int) -> None:
+            labels = {"app": name}
+            apps.create_namespaced_deployment("kcm", {
+                "metadata": {"name": name},
+                "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
+                         "template": {"metadata": {"labels": labels}, "spec": {
+                             "containers": [{"name": "m", "image": "m:1"}]}}},
+            }, _request_timeout=TIMEOUT)
+
+        deploy("iris", 2)
+
+        def pods() -> list[Any]:
+            return list(core.list_namespaced_pod("kcm", _request_timeout=TIMEOUT).items)
+
+        owned = _wait_for("2 pods of the Deployment", lambda: len(pods()) == 2 and pods())
+        (replica_set,) = apps.list_namespaced_replica_set("kcm", _request_timeout=TIMEOUT).items
+        assert {pod.metadata.owner_references[0].name for pod in owned} == {
+            replica_set.metadata.name}
+        assert replica_set.metadata.owner_references[0].name == "iris"
+        # Each controller acts with its own ServiceAccount (TokenRequest), as kubeadm runs it.
+        accounts = {account.metadata.name for account in core.list_namespaced_service_account(
+            "kube-system", _request_timeout=TIMEOUT).items}
+        assert {"deployment-controller", "replicaset-controller"} <= accounts
+        # The garbage collector follows ownerReferences: Deployment -> ReplicaSet -> pods
+        # (never scheduled, so deleted at once).
+        apps.delete_namespaced_deployment("iris", "kcm", _request_timeout=TIMEOUT)
+        _wait_for("the ReplicaSet and pods to be collected", lambda: not (
+            apps.list_namespaced_replica_set("kcm", _request_timeout=TIMEOUT).items or pods()))
+        # An API-server outage: the controllers carry on once it is back.
+        plane.stop_apiserver()
+        plane.start_apiserver()
+        assert is_running(plane.pids["kube-controller-manager"])
+        deploy("again", 1)
+        _wait_for("a pod after the outage", lambda: len(pods()) == 1, timeout=60.0)
+    _assert_torn_down(plane, private_tempdir)
+
+
 # --- the pinned versions are consistent --------------------------------------
 
 
@@ -515,7 +576,7 @@ def fake_go(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return built
 
 
-ALL_BINARIES = ["kube-apiserver", "etcd", "kubectl"]
+ALL_BINARIES = ["kube-apiserver", "kube-controller-manager", "etcd", "kubectl"]
 
 
 def test_binaries_are_built_once_then_reused(tmp_path: Path, fake_go: list[str]) -> None:
@@ -577,6 +638,31 @@ def test_an_interrupted_build_keeps_the_previous_cache(
         build.ensure_binaries(cache)
     assert sorted(path.relative_to(cache) for path in cache.rglob("*")) == before
     assert sorted(path.name for path in tmp_path.iterdir()) == [".cache.lock", "cache"]
+
+
+def test_checkouts_with_other_module_files_keep_a_cache_each(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two worktrees of different branches share ~/.cache: if both used one directory,
+    each run would rebuild over the other's binaries."""
+    monkeypatch.setenv("ROLLWISE_CACHE_DIR", str(tmp_path / "cache"))
+
+    def cache_dir_of(checkout: Path, go_sum_extra: str) -> Path:
+        module, etcd = checkout / "kube", checkout / "kube" / "etcd"
+        etcd.mkdir(parents=True)
+        for source, target in ((build.MODULE_DIR, module), (build.ETCD_MODULE_DIR, etcd)):
+            for name in build._INPUT_FILES:
+                (target / name).write_bytes((source / name).read_bytes())
+        (module / "go.sum").write_text((module / "go.sum").read_text() + go_sum_extra)
+        monkeypatch.setattr(build, "MODULE_DIR", module)
+        monkeypatch.setattr(build, "ETCD_MODULE_DIR", etcd)
+        return build.default_cache_dir()
+
+    same = cache_dir_of(tmp_path / "a", ""), cache_dir_of(tmp_path / "b", "")
+    other = cache_dir_of(tmp_path / "c", "example.com/m v1.0.0 h1:x=\n")
+    assert same[0] == same[1]
+    assert other != same[0] and other.parent == same[0].parent
+    assert same[0].name.startswith(f"{build.KUBERNETES_VERSION}-etcd{build.ETCD_VERSION}-")
 
 
 def test_a_cache_inside_the_checkout_is_refused(fake_go: list[str]) -> None:

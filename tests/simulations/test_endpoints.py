@@ -100,6 +100,30 @@ QUEUE_PROXY_FAMILIES: dict[str, dict[str, tuple[str, set[str]]]] = {
             },
         ),
     },
+    "otelhttp": {
+        "http_server_request_duration_seconds": (
+            "histogram",
+            {
+                "http_request_method",
+                "http_response_status_code",
+                "network_protocol_name",
+                "network_protocol_version",
+                "url_scheme",
+            }
+            | OTEL_SCOPE,
+        ),
+        "target_info": (
+            "gauge",
+            {
+                "k8s_namespace_name",
+                "k8s_pod_name",
+                "service_name",
+                "telemetry_sdk_language",
+                "telemetry_sdk_name",
+                "telemetry_sdk_version",
+            },
+        ),
+    },
 }
 
 

@@ -259,3 +259,44 @@ def test_the_fake_api_refuses_a_denied_command_like_the_api_server(store: Policy
             COMMANDS_ANNOTATION: json.dumps([{"id": "x", "action": "explode", "by": "m",
                                               "at": T0.isoformat()}])}}})
 
+
+
+# --- approvers: who may approve and promote --------------------------------------------
+
+
+def _restricted_store(tmp_path: Path) -> PolicyStore:
+    source = (ROOT / "policies" / "fast.yaml").read_text().replace(
+        "  notifications:", "  approvers: {kubernetesUsers: [alice@example.com], "
+        "kubernetesGroups: [sre]}\n  notifications:")
+    (tmp_path / "fast.yaml").write_text(source)
+    return PolicyStore(tmp_path)
+
+
+@pytest.mark.parametrize(("user", "groups", "action", "obeyed"), [
+    ("mallory@example.com", ("system:authenticated",), "approve", False),
+    ("mallory@example.com", ("system:authenticated",), "promote", False),
+    ("alice@example.com", ("system:authenticated",), "approve", True),
+    ("bob@example.com", ("system:authenticated", "sre"), "approve", True),
+    ("mallory@example.com", ("system:authenticated",), "abort", True),   # makes it safer
+])
+def test_only_the_policy_approvers_may_approve_or_promote(
+        tmp_path: Path, user: str, groups: tuple[str, ...], action: str, obeyed: bool) -> None:
+    from controller.rollout.state import Pause, PauseReason
+
+    state = progressing_state().evolve(
+        phase=Phase.PAUSED, pause=Pause(PauseReason.APPROVAL, T0, T0 + timedelta(hours=1)))
+    isvcs = FakeObjects(isvc("s3://m/v2", 10, created="churn-predictor-00002", state=state),
+                        commands_webhook=TEST_SEALER)
+    isvcs.user, isvcs.groups = user, groups
+    submit_command(isvcs, "models", "churn", Command("c1", action, "anyone", T0,  # type: ignore[arg-type]
+                                                     rollout=state.id, step=0))
+    reconciler, events, _ = make(_restricted_store(tmp_path), isvcs, now=NOW)
+    reconciler.run_once()
+    after = _state(isvcs)
+    refused = [e for e in events.recorded if e["reason"] == "CommandRefused"]
+    if obeyed:
+        assert not refused and after.phase != Phase.PAUSED
+    else:
+        assert after.phase == Phase.PAUSED and after.step == 0
+        assert refused and f"{user} is not an approver" in refused[0]["message"]
+        assert COMMANDS_ANNOTATION not in _annotations(isvcs)   # handled, not retried
