@@ -1,10 +1,12 @@
-"""The analyzer: metric provider + judges, for every rollout due at this tick.
+"""The analyzer: metric provider + judges, for every rollout due at this look.
 
-Groups what all due rollouts need by PromQL template, sends ONE query per template
-(``providers``), turns each rollout's answer into per-check ``Measurement``s (closed
-steps from the rollout state, the current step from Prometheus), and lets the pure
-judges (``controller.analysis``) decide. What leaves here is a ``Judgement`` for the state
-machine, carrying the current step's counts so that a closing step keeps them.
+Groups what all due rollouts need by PromQL template and sends ONE query per template
+(``providers``) for the current step's cumulative counts; for rollouts whose evidence has
+no reference yet, ONE range query per template for the stable revision's recent
+intervals (``analysis.history``). Each rollout's answers, with the evidence its state
+kept, go through ``analysis.looks`` (pure: the same code the benchmark drives), and the
+judges (``analysis.judge``) decide. What leaves here is a ``Judgement`` for the state
+machine, carrying the evidence to keep.
 
 I/O only through the provider it is given.
 """
@@ -13,12 +15,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import timedelta
 from typing import Any
 
 import structlog
 
-from controller.analysis import judge
+from controller.analysis import judge, looks
 from controller.analysis.types import (
     HistogramCounts,
     Measurement,
@@ -28,13 +30,15 @@ from controller.analysis.types import (
     StepWindow,
 )
 from controller.judging import AnalysisRequest
-from controller.policy.model import RatioCheck
-from controller.providers import MetricProvider, SeriesResult
+from controller.policy.model import DistributionCheck, RatioCheck
+from controller.providers import HistoryResult, MetricProvider, SeriesResult
 from controller.providers.presets import Part, Series, Template, templates_for
 from controller.rollout.machine import Judgement
 
 log = structlog.get_logger(__name__)
 _ORDER = (Quality.OK, Quality.RESET, Quality.STALE, Quality.NO_DATA, Quality.ERROR)
+FIRST_SAMPLES = "waiting for the step's first samples"
+Plan = dict[str, dict[Series, Template]]
 
 
 class MetricAnalyzer:
@@ -43,23 +47,36 @@ class MetricAnalyzer:
         self.provider = provider
         self._on_unusable = on_unusable  # counts queries that gave no usable data
 
-    def judge(self, requests: Sequence[AnalysisRequest],
-              now: datetime) -> Mapping[str, Judgement]:
+    def judge(self, requests: Sequence[AnalysisRequest], now: Any) -> Mapping[str, Judgement]:
         needs: dict[Template, list[Part]] = {}
-        plans: list[dict[str, dict[Series, Template]]] = []
+        history_needs: dict[tuple[Template, int, int], list[Part]] = {}
+        plans: list[Plan] = []
         for i, request in enumerate(requests):
             analysis = request.policy.spec.analysis
             plan = {check.name: templates_for(check, check.provider or analysis.provider)
                     for check in analysis.checks}
             plans.append(plan)
+            interval = int(analysis.interval.total_seconds())
             part = Part(group=str(i), namespace=request.namespace, service=request.service,
                         revisions=(request.canary_revision, request.baseline_revision),
                         window_seconds=max(1, int((now - request.step_started_at)
                                                   .total_seconds())),
-                        interval_seconds=int(analysis.interval.total_seconds()))
+                        interval_seconds=interval)
             for templates in plan.values():
                 for template in templates.values():
                     needs.setdefault(template, []).append(part)
+            history = int(analysis.history.total_seconds())
+            if history > 0:
+                stable = Part(group=str(i), namespace=request.namespace,
+                              service=request.service, revisions=(request.baseline_revision,),
+                              window_seconds=interval, interval_seconds=interval)
+                for check in analysis.checks:
+                    if not looks.needs_history(check, self._ledger(request, check)):
+                        continue
+                    for template in plan[check.name].values():
+                        waiting = history_needs.setdefault((template, history, interval), [])
+                        if stable not in waiting:
+                            waiting.append(stable)
         answers: dict[Template, Mapping[str, SeriesResult]] = {}
         for template, parts in needs.items():
             try:
@@ -67,16 +84,40 @@ class MetricAnalyzer:
             except ValueError as err:  # e.g. a name that may not enter PromQL
                 answers[template] = {p.group: SeriesResult(Quality.ERROR, str(err))
                                      for p in parts}
-        return {request.key: self._judge_one(request, str(i), plans[i], answers)
+        histories: dict[tuple[Template, int], Mapping[str, HistoryResult]] = {}
+        for (template, seconds, interval), parts in history_needs.items():
+            try:
+                histories[(template, interval)] = self.provider.fetch_history(
+                    template, parts, now - timedelta(seconds=seconds), now, interval)
+            except ValueError as err:
+                histories[(template, interval)] = {p.group: HistoryResult(Quality.ERROR, str(err))
+                                                   for p in parts}
+        return {request.key: self._judge_one(request, str(i), plans[i], answers, histories, now)
                 for i, request in enumerate(requests)}
 
-    def _judge_one(self, request: AnalysisRequest, group: str,
-                   plan: Mapping[str, Mapping[Series, Template]],
-                   answers: Mapping[Template, Mapping[str, SeriesResult]]) -> Judgement:
+    @staticmethod
+    def _ledger(request: AnalysisRequest, check: looks.Check) -> looks.Ledger:
+        try:
+            return looks.from_json(check, request.evidence.get(check.name))
+        except ValueError as err:
+            log.warning("evidence unreadable; starting afresh", check=check.name, error=str(err),
+                        key=request.key)
+            return looks.empty(check)
+
+    def _judge_one(self, request: AnalysisRequest, group: str, plan: Plan,
+                   answers: Mapping[Template, Mapping[str, SeriesResult]],
+                   histories: Mapping[tuple[Template, int], Mapping[str, HistoryResult]],
+                   now: Any) -> Judgement:
         analysis = request.policy.spec.analysis
-        measurements: dict[str, Measurement[Any]] = {}
-        current: dict[str, object] = {}
+        interval = int(analysis.interval.total_seconds())
+        timing = looks.analysis_timing(analysis, request.step, request.step_started_at, now)
+        young = now - request.step_started_at < analysis.interval
+        measurements: dict[str, looks.Evidence] = {}
+        keep: dict[str, Any] = {}
+        closing: dict[str, Any] = {}
+        changed = False
         for check in analysis.checks:
+            ledger = self._ledger(request, check)
             results = {kind: answers[t].get(group, SeriesResult(Quality.ERROR, "no answer"))
                        for kind, t in plan[check.name].items()}
             if "errors" in results and results["errors"].quality == Quality.NO_DATA and (
@@ -85,28 +126,87 @@ class MetricAnalyzer:
                 # errors, known because its request series exists.
                 results["errors"] = SeriesResult(Quality.OK)
             quality = max((r.quality for r in results.values()), key=_ORDER.index)
+            detail = "; ".join(r.detail for r in results.values() if r.detail)
+            if quality == Quality.NO_DATA and young:
+                # The step's first samples have not arrived yet: not missing, not healthy.
+                measurements[check.name] = Measurement(Quality.NO_DATA, (), FIRST_SAMPLES)
+                keep[check.name] = closing[check.name] = looks.to_json(ledger)
+                continue
             if quality != Quality.OK:
                 self._on_unusable(quality)
-            detail = "; ".join(r.detail for r in results.values() if r.detail)
-            closed = tuple(window_from_json(step[check.name]) for step in request.closed_steps
-                           if check.name in step)
-            window: StepWindow[Any] | None = None
-            if quality in (Quality.OK, Quality.RESET):
-                try:
-                    window = (_ratio_window(results, request) if isinstance(check, RatioCheck)
+            if looks.needs_history(check, ledger):
+                ledger = self._with_history(check, ledger, plan[check.name], histories, group,
+                                            request, interval)
+            try:
+                if quality not in (Quality.OK, Quality.RESET):
+                    raise _Unusable(detail or str(quality))
+                cumulative = (_ratio_window(results, request) if isinstance(check, RatioCheck)
                               else _histogram_window(results["histogram"], request))
-                except ValueError as err:
-                    quality, detail = Quality.ERROR, str(err)
-            if window is not None and quality == Quality.OK:
-                current[check.name] = window_to_json(window)
-                measurements[check.name] = Measurement(quality, (*closed, window), detail)
-            else:
-                measurements[check.name] = Measurement(quality, closed, detail or str(quality))
+                seen = looks.look(check, ledger, cumulative, timing)
+            except _Unusable:
+                measurements[check.name] = Measurement(quality, (), detail or str(quality))
+                keep[check.name] = closing[check.name] = looks.to_json(ledger)
+                continue
+            except ValueError as err:
+                measurements[check.name] = Measurement(Quality.ERROR, (), str(err))
+                keep[check.name] = closing[check.name] = looks.to_json(ledger)
+                continue
+            if quality == Quality.RESET:
+                # A counter reset: this look's counts cannot be trusted; keep the ledger.
+                measurements[check.name] = Measurement(quality, (), detail)
+                keep[check.name] = closing[check.name] = looks.to_json(ledger)
+                continue
+            measurements[check.name] = seen.measurement
+            keep[check.name] = looks.to_json(seen.keep)
+            closing[check.name] = looks.to_json(seen.closing)
+            changed = changed or seen.closed_block
         verdict = judge(analysis, measurements, min_requests=request.min_requests,
                         certify=request.certify)
         outcome = {Outcome.PASS: "pass", Outcome.FAIL: "fail"}.get(verdict.outcome, "continue")
-        return Judgement(outcome, verdict.reason, missing=bool(verdict.missing),  # type: ignore[arg-type]
-                         counts=current)
+        missing = tuple(m for m in verdict.missing
+                        if not (young and measurements.get(m) is not None
+                                and measurements[m].detail == FIRST_SAMPLES))
+        return Judgement(outcome, verdict.reason, missing=bool(missing),  # type: ignore[arg-type]
+                         evidence=keep, closing=closing,
+                         changed=changed or outcome != "continue")
+
+    def _with_history(self, check: looks.Check, ledger: looks.Ledger,
+                      templates: Mapping[Series, Template],
+                      histories: Mapping[tuple[Template, int], Mapping[str, HistoryResult]],
+                      group: str, request: AnalysisRequest, interval: int) -> looks.Ledger:
+        stable = request.baseline_revision
+        if isinstance(check, RatioCheck):
+            total = histories.get((templates["total"], interval), {}).get(group)
+            errors = histories.get((templates["errors"], interval), {}).get(group)
+            if total is None or total.quality != Quality.OK:
+                return looks.with_reference(check, ledger, [])
+            n = list(total.values.get(stable, ()))
+            e = list(errors.values.get(stable, ())) if errors is not None and (
+                errors.quality == Quality.OK) else [0.0] * len(n)
+            pairs = [RatioCounts(min(max(x, 0.0), max(t, 0.0)), max(t, 0.0))
+                     for x, t in zip(e, n, strict=False)]
+            return looks.with_reference(check, ledger, pairs)
+        if isinstance(check, DistributionCheck):
+            return ledger
+        result = histories.get((templates["histogram"], interval), {}).get(group)
+        if result is None or result.quality != Quality.OK:
+            return looks.with_reference(check, ledger, [])
+        hists = []
+        for buckets in result.buckets.get(stable, ()):
+            try:
+                hists.append(per_bucket(buckets))
+            except ValueError:
+                continue
+        try:
+            return looks.with_reference(check, ledger, hists)
+        except ValueError as err:
+            log.warning("stable's history unusable for its latency bounds", error=str(err),
+                        key=request.key)
+            return looks.with_reference(check, ledger, [])
+
+
+class _Unusable(ValueError):
+    pass
 
 
 def _ratio_window(results: Mapping[Series, SeriesResult],
@@ -137,19 +237,3 @@ def per_bucket(cumulative: Mapping[float, float]) -> HistogramCounts:
         counts.append(max(value - running, 0.0))  # extrapolated increases can dip
         running = max(running, value)
     return HistogramCounts(tuple(bounds), tuple(counts))
-
-
-def window_to_json(window: StepWindow[Any]) -> dict[str, Any]:
-    """Compact form kept in the rollout state when a step closes."""
-    if isinstance(window.canary, RatioCounts):
-        return {"b": [window.baseline.errors, window.baseline.total],
-                "c": [window.canary.errors, window.canary.total]}
-    return {"bounds": list(window.canary.bounds), "b": list(window.baseline.counts),
-            "c": list(window.canary.counts), "bb": list(window.baseline.bounds)}
-
-
-def window_from_json(raw: Any) -> StepWindow[Any]:
-    if "bounds" in raw:
-        return StepWindow(HistogramCounts(tuple(raw.get("bb", raw["bounds"])), tuple(raw["b"])),
-                          HistogramCounts(tuple(raw["bounds"]), tuple(raw["c"])))
-    return StepWindow(RatioCounts(*raw["b"]), RatioCounts(*raw["c"]))

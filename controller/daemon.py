@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -157,7 +157,7 @@ class Daemon:
                                      self.telemetry.api_errors.labels(verb).inc()),
             telemetry=self.telemetry, sealer=self.sealer, is_leader=self.leader.is_leader,
             clock=lambda: datetime.now().astimezone(), observers=observers, gates=gates,
-            background=True)
+            background=True, look_every=timedelta(seconds=settings.tick_seconds))
         self.scheduler = BackgroundScheduler(timezone="UTC")
         self.pass_health = PassHealth(stuck_after=max(60.0, 10 * settings.tick_seconds))
         # Three faces, three listeners: health and metrics (kubelet, Prometheus), Slack

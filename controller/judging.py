@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
 
@@ -45,11 +45,12 @@ class AnalysisRequest:
     baseline_revision: str
     step_started_at: datetime
     policy: RolloutPolicy
-    closed_steps: tuple[Mapping[str, object], ...]
+    evidence: Mapping[str, Any]     # what the state kept (controller.analysis.looks)
     min_requests: int
     certify: bool = True      # demand evidence of no regression (the step before promotion)
     rollout_id: str = ""      # the rollout and step it was asked for: a judgement applies
     step: int = 0             # only while the rollout is still there
+    rollout_started_at: datetime | None = None
 
     def still_current(self, state: RolloutState | None) -> bool:
         """Whether a judgement for this request may be acted on with ``state``."""
@@ -74,9 +75,9 @@ def request_for(key: str, namespace: str, name: str, state: RolloutState,
         key=key, namespace=namespace, service=name, canary_revision=state.revision,
         baseline_revision=state.baseline_revision,
         step_started_at=state.step_started_at or state.phase_since, policy=policy,
-        closed_steps=state.closed_steps, min_requests=spec.min_requests(state.step),
+        evidence=state.evidence, min_requests=spec.min_requests(state.step),
         certify=spec.analysis.certify_step(state.step, spec.steps), rollout_id=state.id,
-        step=state.step)
+        step=state.step, rollout_started_at=state.started_at)
 
 
 Finished = list[tuple[AnalysisRequest, Judgement]]

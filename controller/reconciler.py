@@ -90,6 +90,8 @@ class Reconciler:
     # Judge on a worker thread (the daemon), so a slow metric source never holds up a
     # pass; inline (tests) judges within the pass.
     background: bool = False
+    # How often a rollout under analysis is looked at (the daemon: every tick).
+    look_every: timedelta = timedelta(seconds=10)
     _caught_up: bool = False
     _last_analysis: dict[str, datetime] = field(default_factory=dict)
     _reported: dict[str, str] = field(default_factory=dict)
@@ -253,12 +255,15 @@ class Reconciler:
             request = request_for(item.key, item.namespace, item.name, state, policy)
             if request is None:
                 continue
-            interval = policy.spec.analysis.interval
+            # Looks come every look_every (a few seconds: anytime-valid tests may look as
+            # often as they like; a gross regression is caught within seconds), at most
+            # once an interval when the interval is shorter.
+            every = min(self.look_every, policy.spec.analysis.interval)
             last = self._last_analysis.get(item.key)
-            if last is not None and now - last < interval:
+            if last is not None and now - last < every:
                 continue
-            if now - request.step_started_at < interval:
-                continue  # a step younger than one interval has no data to judge yet
+            if now - request.step_started_at < every:
+                continue  # a step that young has no samples to judge yet
             due.append(request)
         if due and self._runner.submit(due, now):
             for request in due:

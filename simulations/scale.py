@@ -48,6 +48,7 @@ spec:
   readyTimeout: 60s
   analysis:
     interval: 5s
+    warmup: {{duration: 10s}}
     alpha: 0.05
     checks:
       - {{name: error-rate, kind: ratio, tolerance: 0.5, maxRate: 0.05}}

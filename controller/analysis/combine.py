@@ -41,11 +41,11 @@ from controller.analysis import drift, evidence, latency, ratio, text
 from controller.analysis.evidence import Finding
 from controller.analysis.types import (
     CheckVerdict,
+    EventMeasurement,
     HistogramCounts,
     Measurement,
     Outcome,
     Quality,
-    RatioCounts,
     Verdict,
 )
 from controller.policy.model import Analysis, DistributionCheck, LatencyCheck, RatioCheck
@@ -75,14 +75,23 @@ def holm(p_values: Sequence[float], m: int, alpha: float) -> list[float | None]:
     return levels
 
 
-def _evaluate(check: Check, m: Measurement[Any], alpha_share: float, alpha: float) -> Finding:
+Evidence = Measurement[Any] | EventMeasurement
+
+
+def _evaluate(check: Check, m: Evidence, analysis: Analysis, alpha_share: float) -> Finding:
+    alpha = analysis.alpha
     try:
+        if isinstance(check, RatioCheck | LatencyCheck) and not isinstance(m, EventMeasurement):
+            raise TypeError(f"a {check.kind} check judges blocks of events")
         if isinstance(check, RatioCheck):
-            return ratio.evaluate(check, cast(Measurement[RatioCounts], m),
-                                  alpha_share=alpha_share, alpha_pass=alpha)
+            assert isinstance(m, EventMeasurement)
+            return ratio.evaluate(check, m, alpha_share=alpha_share, alpha_pass=alpha,
+                                  gross_ratio=analysis.warmup.gross_ratio)
         if isinstance(check, LatencyCheck):
-            return latency.evaluate(check, cast(Measurement[HistogramCounts], m),
-                                    alpha_share=alpha_share, alpha_pass=alpha)
+            assert isinstance(m, EventMeasurement)
+            return latency.evaluate(check, m, alpha_share=alpha_share, alpha_pass=alpha)
+        if isinstance(m, EventMeasurement):
+            raise TypeError("a distribution check judges histograms per step")
         return drift.evaluate(check, cast(Measurement[HistogramCounts], m),
                               alpha_share=alpha_share, alpha_pass=alpha)
     except (ArithmeticError, ValueError, TypeError, AttributeError) as err:
@@ -91,18 +100,18 @@ def _evaluate(check: Check, m: Measurement[Any], alpha_share: float, alpha: floa
                                 f"cannot judge these counts: {type(err).__name__}: {err}")
 
 
-def _finding(check: Check, measurements: Mapping[str, Measurement[Any]], alpha_share: float,
-             alpha: float) -> Finding:
+def _finding(check: Check, measurements: Mapping[str, Evidence], analysis: Analysis,
+             alpha_share: float) -> Finding:
     m = measurements.get(check.name)
     if m is None:
         return evidence.missing(check.name, Quality.NO_DATA, "no measurement")
     if m.quality != Quality.OK:
         quality = Quality(m.quality)
         return evidence.missing(check.name, quality, m.detail or f"metric is {quality.value}")
-    return _evaluate(check, m, alpha_share, alpha)
+    return _evaluate(check, m, analysis, alpha_share)
 
 
-def judge(analysis: Analysis, measurements: Mapping[str, Measurement[Any]], *,
+def judge(analysis: Analysis, measurements: Mapping[str, Evidence], *,
           min_requests: int, certify: bool = True) -> Verdict:
     """The verdict at one look. ``measurements`` has one entry per check name (others are
     ignored); ``min_requests`` is the current step's least canary requests; ``certify``
@@ -112,7 +121,7 @@ def judge(analysis: Analysis, measurements: Mapping[str, Measurement[Any]], *,
     m = len(checks)
     alpha = analysis.alpha
     share = alpha / m
-    findings = [_finding(c, measurements, share, alpha) for c in checks]
+    findings = [_finding(c, measurements, analysis, share) for c in checks]
     judged = [i for i, f in enumerate(findings) if f.quality == Quality.OK]
     rejected = holm([findings[i].p_value for i in judged], m, alpha)
     levels: dict[int, float | None] = dict(zip(judged, rejected, strict=True))
@@ -147,7 +156,7 @@ def _check_verdict(f: Finding, holm_level: float | None, share: float, min_reque
     if f.quality != Quality.OK:
         return CheckVerdict(f.check, Outcome.CONTINUE, f.summary, {}, f.quality), f.summary
     numbers = dict(f.numbers)
-    k = len(f.tests)
+    k = max(len(f.tests), 1)
     decisive = f.decisive
     e = math.exp(min(decisive.log_e, 690.0)) if decisive else 1.0
     numbers.update({"e_value": e, "p_value": f.p_value, "step_canary_requests": f.requests,
@@ -161,15 +170,24 @@ def _check_verdict(f: Finding, holm_level: float | None, share: float, min_reque
     threshold = k / share
     numbers.update({"alpha_level": share, "e_threshold": threshold})
     harm = f"e={text.num(e)} < {text.num(threshold)}"
+    if not f.judged:
+        tail = f"{harm}; in warm-up: {f.certify_note}"
+        return CheckVerdict(f.check, Outcome.CONTINUE, f"{f.summary}; {tail}", numbers), tail
     if f.requests < min_requests:
         tail = (f"{harm}; {text.count(f.requests)} of {text.count(min_requests)} canary requests "
                 "at this step")
         return CheckVerdict(f.check, Outcome.CONTINUE, f"{f.summary}; {tail}", numbers), tail
-    if f.certified:
-        tail = f"{harm}; within margin: {f.certify_note}"
-        return CheckVerdict(f.check, Outcome.PASS, f"{f.summary}; {tail}", numbers), tail
     hold = threshold ** HOLD_FRACTION
     numbers["e_hold"] = hold
+    if f.certified and e < hold:
+        tail = f"{harm}; within margin: {f.certify_note}"
+        return CheckVerdict(f.check, Outcome.PASS, f"{f.summary}; {tail}", numbers), tail
+    if f.certified:
+        # A certificate never overrides evidence of harm: a canary below its SLO guard but
+        # well on its way to failing the relative test (a slow leak) holds here.
+        tail = (f"holding: evidence of harm building up (e={text.num(e)} >= {text.num(hold)}, "
+                f"rollback at {text.num(threshold)}) despite {f.certify_note}")
+        return CheckVerdict(f.check, Outcome.CONTINUE, f"{f.summary}; {tail}", numbers), tail
     if not certify and e < hold:
         tail = f"no evidence of harm (e={text.num(e)} < {text.num(hold)}), {f.certify_note}"
         return CheckVerdict(f.check, Outcome.PASS, f"{f.summary}; {tail}", numbers), tail

@@ -127,7 +127,11 @@ def evaluate(check: DistributionCheck, m: Measurement[HistogramCounts], *, alpha
              alpha_pass: float) -> Finding:
     """Evidence of the drift check; ``alpha_share`` is the check's share of alpha."""
     if not m.windows:
-        return evidence.missing(check.name, Quality.NO_DATA, "no steps measured yet")
+        # In the first step's warm-up: nothing past it to compare yet, which is neither
+        # missing data nor evidence either way.
+        return Finding(check=check.name, quality=Quality.OK,
+                       summary="in warm-up: predictions compared once it is over",
+                       certify_note="predictions compared once it is over", judged=False)
     training = check.reference.source == "training"
     flat: list[HistogramCounts] = [w.canary for w in m.windows]
     if training:

@@ -45,6 +45,9 @@ class Finding:
     certified: bool = False        # the data show the canary within the margin
     certify_note: str = ""         # the bound that certified it, or why not yet
     requests: float = 0.0          # canary requests in the current step
+    # Whether the current step has data past its warm-up: before that nothing is judged,
+    # so "no evidence of harm" says nothing and the check cannot pass.
+    judged: bool = True
 
     @property
     def p_value(self) -> float:

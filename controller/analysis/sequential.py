@@ -150,22 +150,10 @@ class _LogLikelihood:
     """l(delta) of the conditional-binomial model on a grid delta0 + GRID_STEP * j."""
 
     def __init__(self, steps: Sequence[StepEvents], delta0: float) -> None:
-        x: list[float] = []
-        total: list[float] = []
-        shift: list[float] = []
-        for s in steps:
-            events = s.canary_events + s.baseline_events
-            if s.canary_exposure > 0 and s.baseline_exposure > 0 and events > 0:
-                # A tempered block counts 1/phi of its events (quasi-likelihood): the same
-                # as scaling its counts, which keeps every formula below unchanged.
-                weight = 1.0 / max(s.phi, 1.0)
-                x.append(s.canary_events * weight)
-                total.append(events * weight)
-                shift.append(math.log(s.canary_exposure / s.baseline_exposure))
-        self.informative = bool(x)
-        self.x = np.asarray(x, dtype=np.float64)
-        self.n = np.asarray(total, dtype=np.float64)
-        self.a = np.asarray(shift, dtype=np.float64)
+        # A tempered block counts 1/phi of its events (quasi-likelihood): the same as
+        # scaling its counts, which keeps every formula below unchanged.
+        self.x, self.n, self.a = _used(steps)
+        self.informative = bool(self.x.size)
         self.delta = delta0 + _GRID_OFFSETS
         self.center = _GRID_HALF
         if self.informative:
@@ -265,6 +253,43 @@ def rate_ratio(
         upper=math.exp(float(ll.delta[min(hi_j, last)])),
         informative=True,
     )
+
+
+def rate_ratio_e(steps: Sequence[StepEvents], margin: float, *,
+                 better_prior_scale: float) -> tuple[float, float, bool]:
+    """(log e against r <= margin, log e against r >= margin, informative): the two
+    e-values of ``rate_ratio`` without its confidence sequence, on the part of the grid
+    the mixtures use only. For the looks in between that decide but are not recorded."""
+    up = _log_weights(HARM_PRIOR_SCALE)
+    down = _log_weights(better_prior_scale)
+    x, n, a = _used(steps)
+    if x.size == 0:
+        return 0.0, 0.0, False
+    delta0 = math.log(margin)
+    offsets = GRID_STEP * np.arange(-len(down), len(up) + 1, dtype=np.float64)
+    delta = delta0 + offsets
+    values = delta * x.sum() - np.logaddexp(0.0, delta[:, None] + a[None, :]) @ n
+    centre = len(down)
+    worse = _logsumexp(up + values[centre + 1:] - values[centre])
+    better = _logsumexp(down + values[:centre][::-1] - values[centre])
+    return worse, better, True
+
+
+def _used(steps: Sequence[StepEvents]) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """The blocks with events and both exposures: tempered events, tempered total events,
+    log exposure ratio (a tempered block counts 1/phi of its events: quasi-likelihood)."""
+    x: list[float] = []
+    total: list[float] = []
+    shift: list[float] = []
+    for s in steps:
+        events = s.canary_events + s.baseline_events
+        if s.canary_exposure > 0 and s.baseline_exposure > 0 and events > 0:
+            weight = 1.0 / max(s.phi, 1.0)
+            x.append(s.canary_events * weight)
+            total.append(events * weight)
+            shift.append(math.log(s.canary_exposure / s.baseline_exposure))
+    return (np.asarray(x, dtype=np.float64), np.asarray(total, dtype=np.float64),
+            np.asarray(shift, dtype=np.float64))
 
 
 def _bisect(pred: Callable[[int], bool], lo: int, hi: int) -> int:

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Generic, TypeVar
 
+from controller.analysis.ledger import Look
+
 
 class Outcome(StrEnum):
     """What the rollout should do. ``INCONCLUSIVE`` is decided by the state machine from
@@ -83,6 +85,29 @@ class Measurement(Generic[C]):
     quality: Quality
     windows: tuple[StepWindow[C], ...]
     detail: str = ""
+
+
+@dataclass(frozen=True)
+class LatencyBounds:
+    """Where a latency check counts slow requests (seconds), fixed for a rollout: the
+    relative test's bound and the guard's (None: no guard, or one above every bucket)."""
+
+    relative: float
+    guard: float | None = None
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class EventMeasurement:
+    """What an event-rate check (error rate, or a latency check's slow requests) sees at
+    one look: its blocks (``ledger.Look``); for a latency check, the bounds its blocks were
+    tallied at and the current step's histograms (only to state quantiles in words)."""
+
+    quality: Quality
+    look: Look
+    detail: str = ""
+    bounds: LatencyBounds | None = None
+    display: StepWindow[HistogramCounts] | None = None
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,7 @@ import ml_metadata.proto.metadata_store_pb2 as _pb2
 from ml_metadata import errors
 from ml_metadata.metadata_store import metadata_store
 
+from controller.analysis.looks import step_totals
 from controller.lineage import Evaluation, LineageUnavailable, LineageView
 from controller.rollout.snapshot import RolloutSnapshot
 from controller.rollout.state import Phase, RolloutState
@@ -119,8 +120,9 @@ def verdict_records(state: RolloutState) -> dict[str, dict[str, Any]]:
             continue
         record: dict[str, Any] = {"step": verdict.step + 1, "outcome": verdict.outcome,
                                   "reason": verdict.reason, "at": verdict.at.isoformat()}
-        if verdict.outcome == "pass" and verdict.step < len(state.closed_steps):
-            record["counts"] = _jsonable(state.closed_steps[verdict.step])
+        counts = step_totals(state.evidence, verdict.step)
+        if counts:
+            record["counts"] = _jsonable(counts)
         key = f"step_{verdict.step + 1}_verdict"
         suffix = 2
         while key in records:

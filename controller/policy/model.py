@@ -37,7 +37,12 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from controller.policy.durations import Duration, LatencyDuration, PositiveDuration
+from controller.policy.durations import (
+    Duration,
+    LatencyDuration,
+    PositiveDuration,
+    format_duration,
+)
 
 API_VERSION = "rollwise.io/v1alpha1"
 KIND = "RolloutPolicy"
@@ -417,12 +422,36 @@ PRESET_KINDS: dict[str, frozenset[str]] = {
 }
 
 
+class Warmup(_Model):
+    """A new revision's pods start cold (JIT, caches, lazy model loading), at the first step
+    and again at every step that scales the canary up. Cold latency is not a regression."""
+
+    duration: Duration = Field(
+        timedelta(minutes=2),
+        description="How long after each step begins its data stay out of the relative "
+                    "comparison (and of the dispersion estimate). Default 2m; 0s: none.")
+    gross_ratio: float | None = Field(
+        5.0, ge=1.5, le=1000,
+        description="During warm-up and after it, an error rate more than this many times "
+                    "stable's rolls back at once, cold start or not (with each error-rate "
+                    "check's maxRate). Default 5; null: no gross test.")
+
+
 class Analysis(_Model):
     """How the canary is judged against the stable revision."""
 
     interval: PositiveDuration = Field(
-        timedelta(minutes=1), description="How often the analysis runs. Default 1m."
-    )
+        timedelta(minutes=1),
+        description="The unit of evidence: per-interval variation of the traffic is measured "
+                    "and allowed for interval by interval. The controller looks more often "
+                    "(every tick) without spending alpha. Default 1m.")
+    warmup: Warmup = Field(default_factory=Warmup)
+    history: Duration = Field(
+        timedelta(minutes=30),
+        description="How much of the stable revision's recent traffic (before the rollout, "
+                    "from Prometheus) tells how much its rates move from interval to "
+                    "interval, so that the evidence allows for it from the first interval. "
+                    "Default 30m; 0s: learn it from the rollout's own intervals only.")
     alpha: float = Field(
         0.05,
         ge=MIN_ALPHA,
@@ -737,6 +766,16 @@ class PolicySpec(_Model):
                     last, to_camel(field),
                 )
         return steps
+
+    @model_validator(mode="after")
+    def _warmup_fits(self) -> PolicySpec:
+        warmup = self.analysis.warmup.duration
+        if warmup >= self.on_inconclusive.deadline:
+            raise FieldIssue(
+                f"warm-up {format_duration(warmup)} must be shorter than onInconclusive."
+                f"deadline {format_duration(self.on_inconclusive.deadline)}: no step could be "
+                "judged before its deadline", "analysis", "warmup", "duration")
+        return self
 
     def min_duration(self, index: int) -> timedelta:
         value = self.steps[index].min_duration

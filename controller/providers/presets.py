@@ -208,3 +208,17 @@ def part_expression(template: Template, part: Part) -> str:
 def batched_query(template: Template, parts: list[Part]) -> str:
     """ONE query answering every rollout that needs ``template``."""
     return " or ".join(part_expression(template, part) for part in parts)
+
+
+def history_query(template: Template, parts: list[Part]) -> str:
+    """ONE range-query expression for every rollout that needs ``template``'s history:
+    each part's increase over its ``window_seconds`` (one interval), tagged by group."""
+    out = []
+    for part in parts:
+        window = f"{max(part.window_seconds, 1)}s"
+        by = template.revision_label + (", le" if template.histogram else "")
+        expr = _substitute(template, part, window)
+        if template.is_selector:
+            expr = f"sum by ({by}) (increase({expr}[{window}]))"
+        out.append(_tag(expr, part.group, "value"))
+    return " or ".join(out)

@@ -16,8 +16,8 @@ from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
 from urllib3.util.retry import Retry
 
-from controller.providers import Quality, SeriesResult
-from controller.providers.presets import Part, Template, batched_query
+from controller.providers import HistoryResult, Quality, SeriesResult
+from controller.providers.presets import Part, Template, batched_query, history_query
 from controller.settings import PrometheusSettings
 
 log = structlog.get_logger(__name__)
@@ -64,6 +64,22 @@ class PrometheusProvider:
         return sort_samples(template, parts, samples, self._stale_after)
 
 
+    def fetch_history(self, template: Template, parts: Sequence[Part], start: datetime,
+                      end: datetime, step_seconds: int) -> Mapping[str, HistoryResult]:
+        if not parts:
+            return {}
+        query = history_query(template, list(parts))
+        self.queries += 1
+        try:
+            series = self._prom.custom_query_range(
+                query=query, start_time=start, end_time=end, step=f"{max(step_seconds, 1)}s",
+                params={"timeout": f"{max(1, round(self._timeout * 1000))}ms"})
+        except (PrometheusApiClientException, requests.RequestException, ValueError) as err:
+            detail = f"history query failed: {self._describe(err)}"
+            log.warning("prometheus history query failed", error=detail)
+            return {p.group: HistoryResult(Quality.ERROR, detail) for p in parts}
+        return sort_history(template, parts, series, start, end, step_seconds)
+
     def _describe(self, err: Exception) -> str:
         """What went wrong, short and without the query's URL (it says nothing new)."""
         if isinstance(err, requests.Timeout | requests.ConnectionError) and "timed out" in str(
@@ -72,6 +88,49 @@ class PrometheusProvider:
         if isinstance(err, requests.ConnectionError):
             return f"cannot connect to Prometheus ({type(err).__name__})"
         return str(err)[:300]
+
+
+def sort_history(template: Template, parts: Sequence[Part], series: list[dict[str, Any]],
+                 start: datetime, end: datetime, step_seconds: int) -> dict[str, HistoryResult]:
+    """Pure: Prometheus' matrix result -> one HistoryResult per rollout group, each value list
+    aligned on the range's steps (a step without a sample for a revision counts as absent:
+    the history skips it for every revision, so the intervals stay paired)."""
+    steps = max(1, int((end - start).total_seconds() // max(step_seconds, 1)) + 1)
+    t0 = start.timestamp()
+    raw: dict[str, dict[str, dict[int, Any]]] = defaultdict(lambda: defaultdict(dict))
+    for s in series:
+        labels = s.get("metric", {})
+        group, revision = labels.get("rollwise_group"), labels.get(template.revision_label)
+        if group is None or revision is None:
+            continue
+        for t, v in s.get("values", ()):
+            index = round((float(t) - t0) / max(step_seconds, 1))
+            value = float(v)
+            if not (0 <= index < steps) or not math.isfinite(value):
+                continue
+            if template.histogram:
+                le = labels.get("le")
+                if le is None:
+                    continue
+                bound = math.inf if le == "+Inf" else float(le) * template.unit_scale
+                raw[group][revision].setdefault(index, {})[bound] = value
+            else:
+                raw[group][revision][index] = value
+    results: dict[str, HistoryResult] = {}
+    for part in parts:
+        found = raw.get(part.group, {})
+        if any(r not in found for r in part.revisions):
+            results[part.group] = HistoryResult(Quality.NO_DATA, "no history for "
+                                                + ", ".join(part.revisions))
+            continue
+        common = sorted(set.intersection(*(set(found[r]) for r in part.revisions)))
+        if template.histogram:
+            results[part.group] = HistoryResult(Quality.OK, buckets={
+                r: [found[r][i] for i in common] for r in part.revisions})
+        else:
+            results[part.group] = HistoryResult(Quality.OK, values={
+                r: [float(found[r][i]) for i in common] for r in part.revisions})
+    return results
 
 
 def sort_samples(template: Template, parts: Sequence[Part], samples: list[dict[str, Any]],

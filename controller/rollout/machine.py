@@ -25,10 +25,10 @@ Also here, as rules rather than reconciler code: when the pre-rollout gate is as
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from controller.policy.durations import format_duration
 from controller.policy.model import PolicySpec
@@ -59,7 +59,18 @@ class Judgement:
     outcome: Literal["pass", "fail", "continue"]
     reason: str
     missing: bool = False                  # some check had no usable data
-    counts: dict[str, object] = field(default_factory=dict)   # the current step's counts
+    # The evidence to keep in the state (``controller.analysis.looks``), opaque here: while
+    # the step goes on, and if it ends at this look (its open interval closed). None: keep
+    # what the state has.
+    evidence: Mapping[str, Any] | None = None
+    closing: Mapping[str, Any] | None = None
+    # Whether this look is worth a write when nothing else changes: an interval closed.
+    # Looks in between (every few seconds) only act when they decide something.
+    changed: bool = True
+
+    @property
+    def ending_evidence(self) -> Mapping[str, Any] | None:
+        return self.closing if self.closing is not None else self.evidence
 
 
 @dataclass(frozen=True)
@@ -201,9 +212,6 @@ def state_problem(state: RolloutState, policy: PolicySpec) -> str | None:
                 "(did the policy lose steps mid-rollout?)")
     if state.expected_percent is not None and not 0 <= state.expected_percent <= 100:
         return f"expected_percent {state.expected_percent} is not a percentage"
-    if len(state.closed_steps) > state.step + 1:
-        return (f"{len(state.closed_steps)} closed steps recorded at step {state.step}: more "
-                "than the steps taken")
     for approval in state.approvals:
         if not 0 <= approval.step < steps:
             return f"an approval of step {approval.step} is outside the policy's steps"
@@ -300,13 +308,14 @@ class _Tick:
     def _weight(self, step: int) -> int:
         return self.policy.steps[step].weight
 
-    def _enter_step(self, step: int, reason: str, closed: dict[str, object] | None,
+    def _enter_step(self, step: int, reason: str, evidence: Mapping[str, Any] | None,
                     handled: tuple[str, ...] = ()) -> Result:
-        """Move to ``step``; the last step (100%) is the promotion."""
-        closed_steps = self.state.closed_steps + ((closed,) if closed is not None else ())
+        """Move to ``step`` keeping ``evidence`` (None: the state's); the last step (100%) is
+        the promotion."""
+        kept = self.state.evidence if evidence is None else evidence
         if self._weight(step) == 100:
             state = self._to(Phase.PROMOTING, "promote", reason, step=step, pause=None,
-                             expected_percent=None, closed_steps=closed_steps,
+                             expected_percent=None, evidence=kept,
                              step_started_at=self.now)
             state = state.evolve(handled_commands=_remember(state, handled))
             return Result(state, Promote(), (Event("stepAdvanced", "Promoting", reason),),
@@ -314,7 +323,7 @@ class _Tick:
         percent = self._weight(step)
         state = self._to(Phase.PROGRESSING, "advance", reason, step=step, pause=None,
                          expected_percent=percent, step_started_at=self.now,
-                         closed_steps=closed_steps, missing_since=None)
+                         evidence=kept, missing_since=None)
         state = state.evolve(handled_commands=_remember(state, handled))
         return Result(state, SetCanary(percent),
                       (Event("stepAdvanced", "StepAdvanced", reason),), handled)
@@ -391,7 +400,7 @@ class _Tick:
             return ignored(f"it approves step {cmd.step}, the pending one is step {state.step}")
         approvals = (*state.approvals, Approval(state.step, cmd.by, cmd.via, self.now))
         self.state = state.evolve(approvals=approvals)
-        # The paused step's counts were kept when the pause began.
+        # The paused step goes on being judged into the same ledger until now.
         result = self._enter_step(state.step + 1, f"step {state.step + 1} "
                                   f"({self._weight(state.step)}%) approved by {who}",
                                   None, handled)
@@ -420,7 +429,7 @@ class _Tick:
         state = self._to(Phase.WAITING_READY if self.state.revision else Phase.PENDING,
                          "retry", reason, id=f"{self.state.id.split('-')[0]}-"
                          f"{int(self.now.timestamp())}", started_at=self.now, step=0,
-                         pause=None, approvals=(), closed_steps=(), missing_since=None,
+                         pause=None, approvals=(), evidence={}, missing_since=None,
                          ending=None, expected_percent=self._weight(0), step_started_at=None)
         state = state.evolve(handled_commands=_remember(state, handled))
         return Result(state, SetCanary(self._weight(0)),
@@ -542,7 +551,8 @@ class _Tick:
         verdict_line = "" if judgement is None else f"{judgement.outcome}: {judgement.reason}"
         if judgement is not None and judgement.outcome == "fail":
             self.state = state.evolve(verdicts=(*state.verdicts, StepVerdict(
-                state.step, "fail", judgement.reason, now)), last_verdict=verdict_line)
+                state.step, "fail", judgement.reason, now)), last_verdict=verdict_line,
+                evidence=judgement.ending_evidence or state.evidence)
             return self._roll_back(f"analysis failed at step {state.step + 1} "
                                    f"({self._weight(state.step)}%): {judgement.reason}")
         if state.phase == Phase.PAUSED:
@@ -574,7 +584,10 @@ class _Tick:
                 return self._roll_back(message)
             return self._pause(PauseReason.INCONCLUSIVE, message, warning=True,
                                last_verdict=verdict_line)
-        return self._note(last_verdict=verdict_line, missing_since=None)
+        if not judgement.changed:
+            return self._note(missing_since=None)
+        return self._note(last_verdict=verdict_line, missing_since=None,
+                          evidence=judgement.evidence or state.evidence)
 
     def _step_passed(self, judgement: Judgement, verdict_line: str) -> Result:
         now = self.now
@@ -589,19 +602,20 @@ class _Tick:
                                f"{passed}; waiting for approval to go to "
                                f"{self._weight(state.step + 1)}%",
                                until=now + approval.timeout, kind="approvalRequested",
-                               closed_steps=(*state.closed_steps, judgement.counts))
+                               evidence=judgement.evidence or state.evidence)
         if step.pause is not None and step.pause.duration is not None:
             return self._pause(PauseReason.DURATION,
                                f"{passed}; holding for {_fmt(step.pause.duration)}",
                                until=now + step.pause.duration,
-                               closed_steps=(*state.closed_steps, judgement.counts))
-        return self._enter_step(state.step + 1, passed, judgement.counts)
+                               evidence=judgement.evidence or state.evidence)
+        return self._enter_step(state.step + 1, passed, judgement.ending_evidence)
 
     def _paused(self, judgement: Judgement | None, verdict_line: str) -> Result:
         state, now = self.state, self.now
         pause = state.pause
-        if verdict_line:
-            state = self.state = state.evolve(last_verdict=verdict_line)
+        if verdict_line and judgement is not None and judgement.changed:
+            state = self.state = state.evolve(last_verdict=verdict_line,
+                                              evidence=judgement.evidence or state.evidence)
         if pause is None:
             return self._resume("pause without a reason cleared")
         if pause.until is not None and now >= pause.until:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
@@ -130,7 +130,9 @@ class RolloutState:
     missing_since: datetime | None = None
     last_verdict: str = ""                 # outcome: one-line reason
     last_decision: Decision | None = None
-    closed_steps: tuple[Mapping[str, Any], ...] = ()   # final analysis counts of past steps
+    # The analysis evidence, per check (controller.analysis.looks: blocks of counts per
+    # interval, stable's history, the dispersion that tempers them); opaque here.
+    evidence: Mapping[str, Any] = field(default_factory=dict)
     handled_commands: tuple[str, ...] = ()
     ending: Phase | None = None            # while rolling back: Failed or Aborted
     lineage_execution: int | None = None
@@ -180,6 +182,12 @@ def _encode(value: Any) -> Any:
     return value
 
 
+def _mapping(value: Any) -> Mapping[str, Any]:
+    if not isinstance(value, dict):
+        raise ValueError("evidence must be a JSON object")
+    return value
+
+
 def _time(value: Any) -> datetime | None:
     return None if value is None else datetime.fromisoformat(value)
 
@@ -223,7 +231,7 @@ def _decode_state(raw: dict[str, Any]) -> RolloutState:
         last_decision=None if decision is None else Decision(
             action=str(decision["action"]), reason=str(decision["reason"]),
             at=_required_time(decision["at"])),
-        closed_steps=tuple(raw.get("closed_steps", ())),
+        evidence=_mapping(raw.get("evidence", {})),
         handled_commands=tuple(str(c) for c in raw.get("handled_commands", ())),
         ending=None if raw.get("ending") is None else Phase(raw["ending"]),
         lineage_execution=raw.get("lineage_execution"),

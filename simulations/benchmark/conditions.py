@@ -60,6 +60,8 @@ from simulations.benchmark.scenarios import (
 SHOCK_TAG = 1_000_003
 FEATURE_TAG = 1_000_033
 PHASE_TAG = 1_000_037
+PAST_SHOCK_TAG = 1_000_039      # shock periods before the rollout (negative periods)
+HISTORY_TAG = 1_000_061         # the stable revision's ticks before the rollout
 
 
 def _check(ok: bool, what: str) -> None:
@@ -275,7 +277,8 @@ class RolloutTraffic:
         """(canary error effect, stable error effect, canary latency factor, stable
         latency factor) of shock period ``period``."""
         if period not in self._effects:
-            z = interval_rng(self.seed, *self.key, SHOCK_TAG, period).standard_normal(6)
+            stream = ((SHOCK_TAG, period) if period >= 0 else (PAST_SHOCK_TAG, -period))
+            z = interval_rng(self.seed, *self.key, *stream).standard_normal(6)
             ec, es = self.conditions.errors.effects((z[0], z[1], z[2]))
             lc, ls = self.conditions.latency.factors((z[3], z[4], z[5]))
             self._effects[period] = (ec, es, lc, ls)
@@ -311,6 +314,29 @@ class RolloutTraffic:
             canary.append(Segment(share, mid, ec, lc))
             stable.append(Segment(share, mid, es, ls))
         return TickTruth(start, end, tuple(canary), tuple(stable))
+
+    def history(self, seconds: float) -> list[Traffic]:
+        """The stable revision alone, tick by tick, over the ``seconds`` before the rollout
+        (time 0), with the same shocks, jitter and load: what Prometheus would hold of it
+        when the rollout begins. Drawn from streams of their own, so the rollout's own
+        ticks are the same with or without a history."""
+        ticks = int(seconds // self.tick_seconds)
+        stable_revision = self.scenario.stable
+
+        def stable_law(_: float) -> Revision:
+            return stable_revision
+
+        out = []
+        for j in range(ticks, 0, -1):
+            start, end = -j * self.tick_seconds, -(j - 1) * self.tick_seconds
+            truth = self.truth(start, end, step_start=-math.inf)
+            mean = self.conditions.diurnal.requests(
+                self.rps, start, end, self.phase() if self.conditions.diurnal.amplitude else 0.0)
+            _, stable = draw_tick(interval_rng(self.seed, *self.key, HISTORY_TAG, j), mean, 0,
+                                  truth.law(self.scenario.canary_at),
+                                  truth.law(stable_law, "stable"))
+            out.append(stable)
+        return out
 
     def tick(self, k: int, weight: int, step_start: float) -> tuple[Traffic, Traffic, TickTruth]:
         """(canary, stable, truth) of tick ``k`` at ``weight`` percent to the canary."""

@@ -59,6 +59,7 @@ import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any, Protocol
 
@@ -67,12 +68,11 @@ from scipy import stats
 
 from controller.analysis import (
     HistogramCounts,
-    Measurement,
     Outcome,
-    Quality,
     RatioCounts,
     StepWindow,
     judge,
+    looks,
 )
 from controller.analysis.histograms import quantile
 from controller.policy.model import RolloutPolicy
@@ -146,6 +146,18 @@ class Judge(Protocol):
 
     def decide(self, steps: Sequence[StepLog], *, final: bool) -> Outcome:
         """The decision after the latest interval; ``final``: the step before promotion."""
+
+
+def wants_history(judge: Judge) -> bool:
+    return callable(getattr(judge, "begin", None))
+
+
+def begin(judge: Judge, history: Sequence[Traffic], tick_seconds: float) -> None:
+    """Hand the stable revision's ticks before the rollout to a judge that uses them (as
+    Rollwise's range query does); the others ignore it."""
+    start = getattr(judge, "begin", None)
+    if start is not None:
+        start(history, tick_seconds)
 
 
 # --- Flagger -------------------------------------------------------------------------
@@ -256,52 +268,79 @@ class KayentaJudge:
 # --- Rollwise ------------------------------------------------------------------------
 
 
-def measurements(steps: Sequence[StepLog], policy: RolloutPolicy) -> dict[str, Measurement[Any]]:
-    """The benchmark's counts as the metric provider would hand them to the judge."""
-    ratio = tuple(StepWindow(RatioCounts(s.stable.errors, s.stable.requests),
-                             RatioCounts(s.canary.errors, s.canary.requests)) for s in steps)
-    latency = tuple(StepWindow(HistogramCounts(LATENCY_BOUNDS_S, tuple(s.stable.latency.tolist())),
-                               HistogramCounts(LATENCY_BOUNDS_S, tuple(s.canary.latency.tolist())))
-                    for s in steps)
-    by_series: dict[str, Measurement[Any]] = {
-        "ratio": Measurement(Quality.OK, ratio),
-        "latency": Measurement(Quality.OK, latency),
-    }
+def counts_for(t: Traffic, check: Any) -> RatioCounts | HistogramCounts:
+    """One revision's counts of ``t`` as the metric provider would give them for ``check``."""
+    if check.kind == "ratio":
+        return RatioCounts(float(t.errors), float(t.requests))
+    if check.kind == "latency":
+        return HistogramCounts(LATENCY_BOUNDS_S, tuple(float(x) for x in t.latency.tolist()))
+    if check.metric == PREDICTION_METRIC:
+        return HistogramCounts(PREDICTION_BOUNDS, tuple(float(x) for x in t.predictions.tolist()))
+    if check.metric not in t.features:
+        raise ValueError(f"the benchmark drew no {check.metric!r} histogram; the case draws "
+                         "the features of its policy")
+    return HistogramCounts(PREDICTION_BOUNDS,
+                           tuple(float(x) for x in t.features[check.metric].tolist()))
 
-    def histogram(metric: str) -> Measurement[Any]:
-        """Predictions, or an input feature's histogram (a different series)."""
-        if metric not in by_series:
-            def counts(t: Traffic) -> tuple[int, ...]:
-                if metric == PREDICTION_METRIC:
-                    return tuple(t.predictions.tolist())
-                if metric not in t.features:
-                    raise ValueError(f"the benchmark drew no {metric!r} histogram; the case "
-                                     "draws the features of its policy")
-                return tuple(t.features[metric].tolist())
-            by_series[metric] = Measurement(Quality.OK, tuple(StepWindow(
-                HistogramCounts(PREDICTION_BOUNDS, counts(s.stable)),
-                HistogramCounts(PREDICTION_BOUNDS, counts(s.canary))) for s in steps))
-        return by_series[metric]
 
-    return {c.name: by_series[c.kind] if c.kind != "distribution" else histogram(c.metric)
-            for c in policy.spec.analysis.checks}
+T_ZERO = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 @dataclass
 class RollwiseJudge:
-    """``certify``: "final" (the step before promotion), "always" or "never"."""
+    """Rollwise as the controller runs it: at every tick, ``controller.analysis.looks`` turns
+    the current step's cumulative counts and what the state kept (each check's ledger)
+    into evidence, and ``judge`` decides. ``certify``: "final" (the step before
+    promotion), "always" or "never". ``begin`` gives it stable's history before the
+    rollout (the controller's range query)."""
 
     policy: RolloutPolicy
     certify: str = "final"
     name: str = "rollwise"
+    _keep: dict[str, Any] = field(default_factory=dict)
+    _closing: dict[str, Any] = field(default_factory=dict)
+    _steps_seen: int = 0
+
+    def begin(self, history: Sequence[Traffic], tick_seconds: float) -> None:
+        """Stable's ticks before the rollout, grouped into the policy's intervals."""
+        analysis = self.policy.spec.analysis
+        per = max(1, round(analysis.interval.total_seconds() / tick_seconds))
+        groups = [history[i:i + per] for i in range(0, len(history) - per + 1, per)]
+        for check in analysis.checks:
+            if check.kind == "distribution":
+                continue          # drift needs no history: stable's own shape is the reference
+            intervals = []
+            for group in groups:
+                total = Traffic.empty()
+                for t in group:
+                    total.add(t)
+                intervals.append(counts_for(total, check))
+            self._keep[check.name] = looks.with_reference(check, looks.empty(check), intervals)
 
     def decide(self, steps: Sequence[StepLog], *, final: bool) -> Outcome:
-        if not steps[-1].due(self.policy.spec.analysis.interval.total_seconds()):
-            return Outcome.CONTINUE
+        analysis = self.policy.spec.analysis
+        if len(steps) != self._steps_seen:
+            # A new step began after the last look: keep what that look would have kept
+            # had the step ended there (the controller's closing evidence).
+            if self._steps_seen:
+                self._keep = dict(self._closing)
+            self._steps_seen = len(steps)
         index = len(steps) - 1
+        elapsed = sum(s.seconds for s in steps)
+        step_started_at = T_ZERO + timedelta(seconds=elapsed - steps[-1].seconds)
+        timing = looks.analysis_timing(analysis, index, step_started_at,
+                                       T_ZERO + timedelta(seconds=elapsed))
+        measurements: dict[str, Any] = {}
+        for check in analysis.checks:
+            ledger = self._keep.get(check.name) or looks.empty(check)
+            window: StepWindow[Any] = StepWindow(counts_for(steps[-1].stable, check),
+                                                 counts_for(steps[-1].canary, check))
+            seen = looks.look(check, ledger, window, timing)
+            measurements[check.name] = seen.measurement
+            self._keep[check.name], self._closing[check.name] = seen.keep, seen.closing
         certify = self.certify == "always" or (self.certify == "final" and final)
-        verdict = judge(self.policy.spec.analysis, measurements(steps, self.policy),
-                        min_requests=self.policy.spec.min_requests(index), certify=certify)
+        verdict = judge(analysis, measurements, min_requests=self.policy.spec.min_requests(index),
+                        certify=certify)
         return verdict.outcome
 
 

@@ -28,7 +28,14 @@ from functools import cache
 from controller.analysis import Outcome
 from controller.policy.model import RolloutPolicy
 from simulations.benchmark.conditions import RolloutTraffic
-from simulations.benchmark.judges import JUDGES, Judge, StepLog, make_judge
+from simulations.benchmark.judges import (
+    JUDGES,
+    Judge,
+    StepLog,
+    begin,
+    make_judge,
+    wants_history,
+)
 from simulations.benchmark.scenarios import feature_metrics
 from simulations.benchmark.suites import IID, Case, cases, policies
 
@@ -88,6 +95,9 @@ def simulate_rollout(judge: Judge, case: Case, rps: int, index: int, seed: int,
     world = case.world
     traffic = RolloutTraffic(world, case.conditions, seed, (case.key, rps, index), rps,
                              tick_seconds, feature_metrics(case.rollout_policy))
+    history = case.rollout_policy.spec.analysis.history.total_seconds()
+    if history > 0 and wants_history(judge):
+        begin(judge, traffic.history(history), tick_seconds)
     steps = [StepLog(schedule.weights[0], tick_seconds)]
     exposure = 0
     tick = 0

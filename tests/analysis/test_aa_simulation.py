@@ -25,4 +25,6 @@ def test_a_a_false_rollbacks_stay_below_a_loose_bound(rps: int, judge: str) -> N
 def test_an_obvious_regression_is_caught_in_every_rollout() -> None:
     results = run.run(run.tasks(seed=4, rollouts=30, scenario_names=["errors"], rps=[1000],
                                 judges=["rollwise"], chunk=30), workers=1)
-    assert all(r.outcome == run.ROLLED_BACK and r.weight == 5 for r in results)
+    # Before 25%: the first step's two minutes of warm-up can carry a few to the second.
+    assert all(r.outcome == run.ROLLED_BACK and r.weight <= 10 for r in results)
+    assert sum(r.weight == 5 for r in results) >= 25

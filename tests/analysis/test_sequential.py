@@ -208,8 +208,9 @@ def test_rate_below_is_an_e_value_at_the_bound() -> None:
 
 def test_a_canary_below_its_max_rate_is_certified_although_the_ratio_is_not() -> None:
     from controller.analysis import judge
-    from controller.analysis.types import Measurement, Outcome, Quality, RatioCounts, StepWindow
+    from controller.analysis.types import Outcome, RatioCounts, StepWindow
     from controller.policy.loader import load_text
+    from tests.analysis.build import evidence
 
     policy = load_text("""
 apiVersion: rollwise.io/v1alpha1
@@ -221,7 +222,7 @@ spec:
     checks: [{name: errors, kind: ratio, tolerance: 0.2, maxRate: 0.03}]
 """, "p.yaml")[0].policy
     window = StepWindow(RatioCounts(30, 3000), RatioCounts(30, 3000))  # 1% both: ratio unknown
-    verdict = judge(policy.spec.analysis, {"errors": Measurement(Quality.OK, (window,))},
+    verdict = judge(policy.spec.analysis, evidence(policy.spec.analysis, {"errors": [window]}),
                     min_requests=100, certify=True)
     assert verdict.outcome == Outcome.PASS, verdict.reason
     assert "below maxRate" in verdict.reason

@@ -21,6 +21,7 @@ from controller.analysis import (
 )
 from controller.analysis.combine import holm
 from controller.policy.model import Analysis
+from tests.analysis.build import evidence
 
 LAT = (0.05, 0.1, 0.2, 0.3, 0.5, 1.0)      # seconds
 PRED = (0.2, 0.4, 0.6, 0.8)
@@ -51,7 +52,7 @@ def hist(bounds: tuple[float, ...], canary: tuple[float, ...], stable: tuple[flo
 
 
 def run(a: Analysis, m: Mapping[str, Measurement[Any]], **kw: Any) -> Verdict:
-    return judge(a, m, min_requests=kw.pop("min_requests", 200), **kw)
+    return judge(a, evidence(a, m), min_requests=kw.pop("min_requests", 200), **kw)
 
 
 def test_clear_error_regression_fails_with_the_numbers_in_the_reason() -> None:
@@ -87,9 +88,19 @@ def test_tiny_samples_continue() -> None:
 
 
 def test_min_requests_holds_a_certified_canary() -> None:
-    m = {"error-rate": ratio((500, 100_000, 4750, 950_000), (0, 100, 4, 900))}
-    assert run(analysis(ERRORS), m).outcome == Outcome.CONTINUE
+    good = (500, 100_000, 4750, 950_000)
+    m = {"error-rate": ratio(good, good)}
+    assert run(analysis(ERRORS), m, min_requests=200_000).outcome == Outcome.CONTINUE
     assert run(analysis(ERRORS), m, min_requests=100).outcome == Outcome.PASS
+
+
+def test_a_certificate_is_judged_on_the_current_step_only() -> None:
+    """Issue 15: a certificate computed on counts pooled over all steps let a slow leak
+    through; the step that passes must show the canary within its margin on its own."""
+    m = {"error-rate": ratio((500, 100_000, 4750, 950_000), (0, 100, 4, 900))}
+    v = run(analysis(ERRORS), m, min_requests=100)
+    assert v.outcome == Outcome.CONTINUE
+    assert "this step" in v.checks[0].reason
 
 
 @pytest.mark.parametrize("quality", [Quality.NO_DATA, Quality.STALE, Quality.RESET,

@@ -192,32 +192,25 @@ def test_simulate_rejects_unknown_names() -> None:
 # Per (scenario, judge): rollbacks, promotions, total exposure, total minutes of 8 rollouts
 # at 100 rps, seed 20240601, as the benchmark computed them before ticks and conditions
 # existed (the commit before "Production-like traffic..."): one tick of 60 s and no
-# conditions must reproduce them draw for draw.
+# conditions must reproduce them draw for draw. Rollwise's own judges are not pinned: their
+# statistics changed on purpose (per-interval evidence, issue 15); the traffic is.
 IID_PIN = {
     ("aa", "flagger"): (0, 8, 216431, 161),
     ("aa", "kayenta"): (0, 8, 216138, 160),
     ("aa", "oracle"): (0, 8, 219708, 171),
     ("aa", "policy-oracle"): (0, 8, 221143, 176),
-    ("aa", "rollwise"): (0, 2, 816653, 360),
-    ("aa", "rollwise-slo"): (0, 8, 216138, 160),
     ("drift", "flagger"): (0, 8, 217836, 162),
     ("drift", "kayenta"): (8, 0, 11871, 40),
     ("drift", "oracle"): (8, 0, 2415, 8),
     ("drift", "policy-oracle"): (8, 0, 19960, 67),
-    ("drift", "rollwise"): (8, 0, 40139, 93),
-    ("drift", "rollwise-slo"): (8, 0, 40724, 93),
     ("errors", "flagger"): (8, 0, 47386, 84),
     ("errors", "kayenta"): (7, 1, 75043, 95),
     ("errors", "oracle"): (7, 1, 35959, 49),
     ("errors", "policy-oracle"): (7, 1, 43943, 76),
-    ("errors", "rollwise"): (8, 0, 39573, 91),
-    ("errors", "rollwise-slo"): (8, 0, 44068, 91),
     ("latency", "flagger"): (0, 8, 216070, 161),
     ("latency", "kayenta"): (8, 0, 39180, 70),
     ("latency", "oracle"): (8, 0, 8572, 28),
     ("latency", "policy-oracle"): (8, 0, 10377, 34),
-    ("latency", "rollwise"): (8, 0, 13368, 44),
-    ("latency", "rollwise-slo"): (8, 0, 22325, 56),
 }
 
 

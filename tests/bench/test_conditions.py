@@ -21,7 +21,7 @@ from click.testing import CliRunner
 from numpy.typing import NDArray
 from scipy import integrate, stats
 
-from controller.analysis import Outcome
+from controller.analysis import HistogramCounts, Outcome
 from simulations.benchmark import judges as judges_module
 from simulations.benchmark import report, run
 from simulations.benchmark.cli import output_stem, simulate
@@ -38,8 +38,8 @@ from simulations.benchmark.judges import (
     Judge,
     OracleJudge,
     StepLog,
+    counts_for,
     make_judge,
-    measurements,
     oracle_statistics,
 )
 from simulations.benchmark.scenarios import (
@@ -376,7 +376,7 @@ def test_with_finer_ticks_flagger_and_kayenta_still_judge_each_minute(
     minutes = step.windows(60.0)
     assert len(minutes) == 2
     assert minutes[1][0].requests == sum(c.requests for c, _ in step.ticks[6:])
-    # Rollwise looks at its policy's interval: every tick once the interval is the tick.
+    # Rollwise looks every tick, whatever its interval (the length of a block of evidence).
     calls: list[int] = []
     real = judges_module.judge
 
@@ -385,7 +385,7 @@ def test_with_finer_ticks_flagger_and_kayenta_still_judge_each_minute(
         return real(*args, **kwargs)
 
     monkeypatch.setattr(judges_module, "judge", counting)
-    for interval, expected in ((None, 2), (10.0, 12)):
+    for interval, expected in ((None, 12), (10.0, 12)):
         calls.clear()
         rollwise = make_judge("rollwise", AA, run.policy_named("benchmark", interval))
         for k in range(1, 13):
@@ -416,11 +416,14 @@ def test_the_twelve_check_policy_reads_three_series() -> None:
     canary, stable, truth = traffic.tick(1, 50, 0.0)
     step = StepLog(50)
     step.record(canary, stable, truth)
-    m = measurements([step], policy)
-    assert m["feature-age-psi"].windows[0].canary.counts == tuple(
-        canary.features["model_feature_age"].tolist())
-    assert m["prediction-js"].windows[0].canary.counts == tuple(canary.predictions.tolist())
-    assert m["feature-age-psi"] is not m["feature-amount-js"]
+    checks = {c.name: c for c in policy.spec.analysis.checks}
+    age = counts_for(canary, checks["feature-age-psi"])
+    assert isinstance(age, HistogramCounts)
+    assert age.counts == tuple(float(x) for x in canary.features["model_feature_age"].tolist())
+    preds = counts_for(canary, checks["prediction-js"])
+    assert isinstance(preds, HistogramCounts)
+    assert preds.counts == tuple(float(x) for x in canary.predictions.tolist())
+    assert counts_for(canary, checks["feature-amount-js"]) != age
     assert sum(canary.features["model_feature_amount"]) == canary.requests
     # The SLO version guards the unguarded error-rate checks and the p99 check only.
     guarded = {c.name for c in slo_policy(policy).spec.analysis.checks

@@ -25,6 +25,7 @@ spec:
   readyTimeout: 20s
   analysis:
     interval: 3s
+    warmup: {duration: 6s}      # two intervals: the world's revisions start warm
     alpha: 0.05
     checks:
       - {name: error-rate, kind: ratio, tolerance: 0.5, maxRate: 0.05}

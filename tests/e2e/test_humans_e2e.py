@@ -50,6 +50,7 @@ spec:
   readyTimeout: 20s
   analysis:
     interval: 3s
+    warmup: {{duration: 6s}}
     checks: [{{name: error-rate, kind: ratio, tolerance: 0.5, maxRate: 0.05}}]
   approvers: {{slackUsers: [{APPROVER}], kubernetesUsers: [rollwise-admin]}}
   notifications: {{slack: {{channel: "#ml-rollouts"}}}}

@@ -39,15 +39,15 @@ STATE = RolloutState(id="abc-1", policy="fast", spec_hash="d96febfc81e595887e51e
 GOOD = {"minReplicas": 2, "model": {"modelFormat": {"name": "sklearn"},
                                     "storageUri": "s3://m/v1"}}
 
-GOLDEN_STATE = (
-    '{"approvals":[],"baseline_revision":null,"baseline_storage_uri":null,"closed_steps":[],'
-    '"ending":null,"expected_percent":25,"handled_commands":[],"id":"abc-1",'
-    '"known_revision":null,"last_decision":null,"last_events":[],"last_verdict":"",'
-    '"lineage_execution":null,"missing_since":null,"pause":null,"phase":"Progressing",'
-    '"phase_since":"2026-03-01T09:00:00+00:00","policy":"fast","revision":null,'
-    '"seal":"uVY1MNEdSyHFftzjYpl28M4hXRQuq2qs06RMUQ8bW_Q",'
-    '"spec_hash":"d96febfc81e595887e51e72d7be84cb4","started_at":"2026-03-01T09:00:00+00:00",'
-    '"step":1,"step_started_at":null,"storage_uri":"","verdicts":[],"version":1}')
+GOLDEN_STATE = (  # closed_steps became the evidence ledger (issue 15)
+    '{"approvals":[],"baseline_revision":null,"baseline_storage_uri":null,"ending":null,"ev'
+    'idence":{},"expected_percent":25,"handled_commands":[],"id":"abc-1","known_revision":n'
+    'ull,"last_decision":null,"last_events":[],"last_verdict":"","lineage_execution":null,"'
+    'missing_since":null,"pause":null,"phase":"Progressing","phase_since":"2026-03-01T09:00'
+    ':00+00:00","policy":"fast","revision":null,"seal":"k9fwXfV-NUbcDRgdItPmfGwe8ApEjpQG9Hb'
+    'RauCddHc","spec_hash":"d96febfc81e595887e51e72d7be84cb4","started_at":"2026-03-01T09:0'
+    '0:00+00:00","step":1,"step_started_at":null,"storage_uri":"","verdicts":[],"version":1'
+    '}')
 GOLDEN_LAST_GOOD = (
     '{"predictor":{"minReplicas":2,"model":{"modelFormat":{"name":"sklearn"},'
     '"storageUri":"s3://m/v1"}},"seal":"pc1SALdwmXAT0S1IGuTuJdQhhCGOJzrSRpBnpt7NdWY"}')

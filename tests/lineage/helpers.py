@@ -11,6 +11,8 @@ from typing import Any
 import ml_metadata.proto.metadata_store_pb2 as _pb2
 from ml_metadata.metadata_store import metadata_store
 
+from controller.analysis import looks
+from controller.analysis.ledger import Block, EventLedger, Tally
 from controller.rollout.snapshot import RolloutSnapshot
 from controller.rollout.state import (
     Approval,
@@ -34,6 +36,14 @@ def raw_store(path: Path) -> Any:
     config.sqlite.filename_uri = str(path)
     config.sqlite.connection_mode = pb.SqliteMetadataSourceConfig.READWRITE_OPENCREATE
     return metadata_store.MetadataStore(config)
+
+
+def evidence(blocks: tuple[tuple[int, float, float, float, float], ...]) -> dict[str, Any]:
+    """An error-rate check's evidence with one interval per (step, canary requests, canary
+    errors, stable requests, stable errors)."""
+    ledger = EventLedger(blocks=tuple(Block(step, False, Tally(n_c, e_c, n_b, e_b, e_c))
+                                      for step, n_c, e_c, n_b, e_b in blocks))
+    return {"error-rate": looks.to_json(ledger)}
 
 
 def snapshot(state: RolloutState, *, url: str | None = URL) -> RolloutSnapshot:
@@ -60,7 +70,7 @@ def story(model_uri: str, baseline_uri: str | None, *, rollout_id: str = "5f2c9a
     passed = StepVerdict(0, "pass", "error rate 0.2% vs 0.3% (p=0.01)", t[2])
     paused = progressing.evolve(
         phase=Phase.PAUSED, phase_since=t[2], verdicts=(passed,),
-        closed_steps=({"canary": {"requests": 1200, "errors": 2}, "p": 0.01},),
+        evidence=evidence(((0, 1200, 2, 10800, 30),)),
         pause=Pause(PauseReason.APPROVAL, t[2], t[2] + timedelta(hours=1), "approve 50%"),
         last_verdict="pass: error rate 0.2% vs 0.3%",
         last_decision=Decision("pause", "waiting for approval", t[2]))
@@ -71,7 +81,7 @@ def story(model_uri: str, baseline_uri: str | None, *, rollout_id: str = "5f2c9a
     promoting = approved.evolve(
         phase=Phase.PROMOTING, phase_since=t[4], step=2, expected_percent=None,
         verdicts=(passed, StepVerdict(1, "pass", "latency p99 120ms vs 118ms", t[4])),
-        closed_steps=(*paused.closed_steps, {"canary": {"requests": 6000, "errors": 5}}),
+        evidence=evidence(((0, 1200, 2, 10800, 30), (1, 6000, 5, 6000, 6))),
         last_decision=Decision("promote", "step 2 passed", t[4]))
     succeeded = promoting.evolve(
         phase=Phase.SUCCEEDED, phase_since=t[5],

@@ -101,7 +101,8 @@ def test_a_rollout_is_traceable_from_training_run_to_endpoint(
     assert struct(execution, "step_1_verdict") == {
         "step": 1.0, "outcome": "pass", "reason": "error rate 0.2% vs 0.3% (p=0.01)",
         "at": "2026-03-01T09:10:00+00:00",
-        "counts": {"canary": {"requests": 1200.0, "errors": 2.0}, "p": 0.01}}
+        "counts": {"error-rate": {"canary_requests": 1200.0, "canary_events": 2.0,
+                                  "stable_requests": 10800.0, "stable_events": 30.0}}}
     assert struct(execution, "step_2_verdict")["reason"] == "latency p99 120ms vs 118ms"
     assert struct(execution, "approval_1") == {
         "step": 1.0, "by": "alice@example.com", "via": "slack",

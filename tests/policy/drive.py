@@ -21,7 +21,6 @@ from controller.analysis.combine import judge
 from controller.analysis.types import (
     HistogramCounts,
     Measurement,
-    Quality,
     RatioCounts,
     StepWindow,
 )
@@ -38,6 +37,7 @@ from controller.rollout.state import (
     TrafficTarget,
 )
 from controller.routers.kserve_knative import KNATIVE
+from tests.analysis.build import evidence
 
 FAR_FUTURE = datetime(9000, 1, 1, tzinfo=UTC)
 PASS = Judgement("pass", "no regression")
@@ -100,10 +100,10 @@ class _Rollout:
         raise AssertionError(f"never reached a step: {self.state.phase}")
 
 
-def _measurements(policy: RolloutPolicy, steps: int, requests: float) -> dict[str, Measurement[
-        Any]]:
-    """Healthy counts for every check, ``steps`` steps of ``requests`` canary requests."""
-    out: dict[str, Measurement[Any]] = {}
+def _measurements(policy: RolloutPolicy, steps: int, requests: float) -> dict[str, Any]:
+    """Healthy counts for every check, ``steps`` steps of ``requests`` canary requests, as
+    the judges see them through the controller's ledgers (``tests.analysis.build``)."""
+    out: dict[str, Any] = {}
     for check in policy.spec.analysis.checks:
         window: StepWindow[Any]
         if isinstance(check, RatioCheck):
@@ -119,8 +119,8 @@ def _measurements(policy: RolloutPolicy, steps: int, requests: float) -> dict[st
                                                               for _ in share)),
                                 HistogramCounts(bounds, tuple(requests / len(share)
                                                               for _ in share)))
-        out[check.name] = Measurement(Quality.OK, (window,) * steps)
-    return out
+        out[check.name] = [window] * steps
+    return evidence(policy.spec.analysis, out)
 
 
 Judged = set[tuple[str, int, bool]]
@@ -190,8 +190,10 @@ def _exercise(policy: RolloutPolicy, now: datetime, judged: Judged | None) -> No
                 state.pause.until is not None and pause is not None and pause.duration):
             happy.step(state.pause.until - happy.now)              # a soak: wait it out
         elif state.phase == Phase.PAUSED:
+            # A Slack approval (the handler checked the approvers): authorisation is not
+            # what this drive exercises.
             happy.step(commands=[Command(f"a{state.step}", "approve", "alice", happy.now,
-                                         step=state.step)])
+                                         via="slack", step=state.step)])
         elif state.phase == Phase.PROMOTING:
             happy.step()
         else:

@@ -54,7 +54,8 @@ spec:
   onMissingData: {after: 5m, action: rollback}
 """
 POLICY: PolicySpec = load_text(POLICY_YAML, "p.yaml")[0].policy.spec
-PASS = Judgement("pass", "no regression", counts={"errors": [1, 2]})
+PASS = Judgement("pass", "no regression", evidence={"errors": {"kept": 1}},
+                 closing={"errors": {"kept": 2}})
 FAIL = Judgement("fail", "error rate 2% vs 0.5%")
 WAIT = Judgement("continue", "not enough data")
 MISSING = Judgement("continue", "no series for errors", missing=True)
@@ -218,7 +219,7 @@ def test_pass_before_min_duration_holds_then_advances() -> None:
     later = decide(state, "p", POLICY, canary_obs(10), T0 + timedelta(minutes=2), judgement=PASS)
     assert later.traffic == SetCanary(25)
     assert later.state is not None and later.state.step == 1
-    assert later.state.closed_steps == (PASS.counts,)
+    assert later.state.evidence == PASS.closing   # the step's last interval included
 
 
 def test_fail_rolls_back_with_the_judges_reason() -> None:

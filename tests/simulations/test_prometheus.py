@@ -109,6 +109,8 @@ def process_gone(pid: int) -> bool:
 def world(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Any]:
     """A fleet of two revisions scraped by a private Prometheus; checks the teardown."""
     flavour: MetricsFlavour = getattr(request, "param", "queue-proxy-legacy")
+    # Other tests' session-wide worlds run endpoints too: only this fleet's must be gone.
+    before = set(threading.enumerate())
     sd_file = tmp_path / "targets.json"
     fleet = EndpointFleet(sd_file, flavour=flavour, seed=5)
     server = PrometheusServer(sd_file=sd_file, workdir=tmp_path)
@@ -123,7 +125,8 @@ def world(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Any]:
         fleet.close()
     assert pid is not None and process_gone(pid)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("rollwise-prometheus-")]
-    assert not [t for t in threading.enumerate() if t.name.startswith(("endpoint-", "traffic-"))]
+    assert not [t for t in threading.enumerate()
+                if t not in before and t.name.startswith(("endpoint-", "traffic-"))]
 
 
 def drive(fleet: EndpointFleet, split: list[tuple[str, float]], n: int) -> TrafficGenerator:

@@ -94,15 +94,16 @@ def test_passing_step_advances_with_exact_patch(store: PolicyStore) -> None:
     obj = isvc("s3://m/v2", 10, created="churn-predictor-00002", state=progressing_state())
     isvcs = FakeObjects(obj, commands_webhook=TEST_SEALER)
     now = T0 + timedelta(minutes=3)
-    reconciler, events, analyzer = make(store, isvcs, Judgement("pass", "fine", counts={"a": 1}),
-                                        now)
+    reconciler, events, analyzer = make(store, isvcs, Judgement(
+        "pass", "fine", evidence={"a": {"n": 1}}, closing={"a": {"n": 2}}), now)
     reconciler.run_once()
     assert analyzer.requests[0].canary_revision == "churn-predictor-00002"
     assert analyzer.requests[0].min_requests == 300
     (_, _, patch), = isvcs.patches
     assert patch["spec"] == {"predictor": {"canaryTrafficPercent": 50}}
     state = json.loads(patch["metadata"]["annotations"][STATE_ANNOTATION])
-    assert (state["step"], state["phase"], state["closed_steps"]) == (1, "Progressing", [{"a": 1}])
+    assert (state["step"], state["phase"], state["evidence"]) == (1, "Progressing",
+                                                                  {"a": {"n": 2}})
     assert events.recorded[-1]["reason"] == "StepAdvanced"
 
 
@@ -193,18 +194,20 @@ def test_an_invalid_policy_edit_is_reported_on_the_objects_that_use_it(
     assert isvcs.patches  # the rollout went on under the last good version
 
 
-def test_analysis_runs_at_the_policy_interval_not_every_pass(store: PolicyStore) -> None:
+def test_analysis_looks_every_few_seconds_not_every_pass(store: PolicyStore) -> None:
+    """Anytime-valid tests may look as often as they like: every look_every (10 s here),
+    not once an interval, and not at every pass either."""
     obj = isvc("s3://m/v2", 10, created="churn-predictor-00002", state=progressing_state())
     isvcs = FakeObjects(obj, commands_webhook=TEST_SEALER)
     clock = [T0]
     events, analyzer = FakeEvents(), FakeAnalyzer(Judgement("continue", "wait"))
     reconciler = Reconciler(objects=isvcs, routers=ROUTERS, policies=store, analyzer=analyzer,
                             events=events, telemetry=Telemetry(), sealer=TEST_SEALER,
-                            clock=lambda: clock[0])
-    for seconds in (30, 40, 50, 61):
+                            clock=lambda: clock[0], look_every=timedelta(seconds=10))
+    for seconds in (5, 30, 35, 40, 45, 61):
         clock[0] = T0 + timedelta(seconds=seconds)
         reconciler.run_once()
-    assert len(analyzer.requests) == 2  # fast.yaml: interval 30s
+    assert len(analyzer.requests) == 3   # at 30, 40, 61 (5: the step is too young)
 
 
 def test_commands_wait_under_one_fixed_key_and_are_consumed_with_the_action(
