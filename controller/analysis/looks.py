@@ -192,6 +192,9 @@ def _drift(ledger: DriftLedger, cumulative: StepWindow[HistogramCounts],
     # In the current step's warm-up the check has nothing new to say: OK, no windows (the
     # judges read that as "in warm-up", neither missing nor passing).
     shown = tuple(windows) if ledger.anchor is not None else ()
+    if shown and timing.now < timing.step_started_at + timing.warmup + timing.interval and (
+            not any(sum(w.canary.counts) for w in shown)):
+        shown = ()    # warm-up just ended: the first predictions past it are on their way
     return Looked(Measurement(Quality.OK, shown), keep, closing, anchored or keep is not ledger)
 
 

@@ -560,6 +560,12 @@ class _Tick:
         if judgement is None:
             return Result(state)
         if judgement.missing:
+            # What the look learnt is kept even while a check waits for data: a ledger
+            # anchored at the end of a warm-up, then lost, would re-anchor at every look and
+            # never see a request (found end to end: drift "missing" for ever).
+            if judgement.changed:
+                state = self.state = state.evolve(evidence=judgement.evidence
+                                                  or state.evidence)
             since = state.missing_since or now
             if now - since >= policy.on_missing_data.after:
                 message = (f"metrics missing for {_fmt(now - since)}: {judgement.reason}")

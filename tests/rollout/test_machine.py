@@ -244,6 +244,23 @@ def test_missing_data_holds_then_follows_the_policy() -> None:
         gone.events[0].message
 
 
+def test_what_a_look_learnt_is_kept_while_a_check_waits_for_data() -> None:
+    # A ledger anchored at the end of a warm-up while another check (or this one) has no
+    # data yet: lost, every look would re-anchor and the check would never see a request.
+    learnt = Judgement("continue", "no canary observations yet", missing=True,
+                       evidence={"drift": {"anchor": [1.0]}})
+    state = progressing()
+    first = decide(state, "p", POLICY, canary_obs(10), T0 + timedelta(minutes=3),
+                   judgement=learnt)
+    assert first.state is not None and first.state.evidence == {"drift": {"anchor": [1.0]}}
+    later = Judgement("continue", "no canary observations yet", missing=True,
+                      evidence={"drift": {"anchor": [1.0], "saved": 2}})
+    held = decide(first.state, "p", POLICY, canary_obs(10), T0 + timedelta(minutes=4),
+                  judgement=later)
+    assert held.state is not None and held.state.evidence["drift"]["saved"] == 2
+    assert held.state.missing_since == first.state.missing_since
+
+
 def test_inconclusive_step_pauses_after_the_deadline() -> None:
     result = decide(progressing(), "p", POLICY, canary_obs(10), T0 + timedelta(minutes=30),
                     judgement=WAIT)
