@@ -9,8 +9,6 @@ acts on it within one interval, and it leaves an audit trail (Events).
 from __future__ import annotations
 
 import json
-import shutil
-import sys
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -21,6 +19,7 @@ import click
 import yaml
 from kubernetes import config
 
+from controller.cli import terminal
 from controller.cli.table import Column, layout, plain
 from controller.errors import Conflict, KubeConfigError, KubeError, Unsupported
 from controller.kube.annotations import (
@@ -179,10 +178,6 @@ def status_text(rows: list[dict[str, Any]], output: str, width: int) -> str:
     return layout(columns, cells, None if wide else width).text()
 
 
-def _stdout_is_terminal() -> bool:
-    return sys.stdout.isatty()
-
-
 @click.command(epilog="""\b
 Output (-o):
   table  the default on a terminal: laid out for its width ($COLUMNS,
@@ -216,13 +211,12 @@ def status(kubeconfig: Path | None, context: str | None, namespace: str | None,
             raise click.ClickException(
                 f"{target.namespace}/{name}: no managed InferenceService of that name "
                 "(annotate it with rollwise.io/policy)")
-    output = output or ("table" if _stdout_is_terminal() else "plain")
+    output = output or ("table" if terminal.stdout_is_terminal() else "plain")
     if not rows and output in ("table", "wide"):
         where = "any namespace" if all_namespaces else f"namespace {target.namespace}"
         click.echo(f"no InferenceService managed by Rollwise in {where}", err=True)
         return
-    width = shutil.get_terminal_size().columns if output == "table" else 0
-    click.echo(status_text(rows, output, width))
+    click.echo(status_text(rows, output, terminal.width() if output == "table" else 0))
 
 
 def _send(action: CommandAction, ref: str, kubeconfig: Path | None, context: str | None,

@@ -2,7 +2,8 @@
 
 One piece serves every table Rollwise prints (``rollwise status``, the demo's live table
 and summary): the caller says what the columns are (``Column``) and gives the cells as
-text; ``layout`` lays them out for a width, ``plain`` writes them for a program to read.
+text; ``layout`` lays them out for a width, ``plain`` writes them for a program to read,
+``markdown`` for a results file (the benchmark's and the load test's tables).
 
 Laying out for ``width`` terminal cells:
 
@@ -231,3 +232,15 @@ def plain(columns: Sequence[Column], rows: Sequence[Sequence[str]]) -> str:
     _check(columns, rows)
     lines = [[c.header for c in columns], *rows]
     return "\n".join("\t".join(clean(cell) or "-" for cell in line) for line in lines)
+
+
+def markdown(columns: Sequence[Column], rows: Sequence[Sequence[str]]) -> str:
+    """The table in GitHub markdown, right-aligned columns marked ``---:``; a ``|`` in a
+    cell is escaped."""
+    _check(columns, rows)
+
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(clean(c).replace("|", "\\|") for c in cells) + " |"
+
+    rule = "|" + "|".join("---:" if c.align == "right" else "---" for c in columns) + "|"
+    return "\n".join([line([c.header for c in columns]), rule, *(line(r) for r in rows)])

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from controller.cli import main, rollouts
+from controller.cli import main, rollouts, terminal
 from controller.cli.table import ELLIPSIS, cell_width
 from controller.kube.fakes import FakeObjects
 from controller.rollout.state import Phase
@@ -59,7 +59,7 @@ def _status(runner: CliRunner, *args: str, env: Mapping[str, str] | None = None)
 
 def test_on_an_80_column_terminal_the_table_fits_and_the_verdict_wraps_in_its_column(
         cli: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(rollouts, "_stdout_is_terminal", lambda: True)
+    monkeypatch.setattr(terminal, "stdout_is_terminal", lambda: True)
     lines = _status(cli, env={"COLUMNS": "80"}).splitlines()
     assert all(cell_width(line) <= 80 for line in lines), lines
     header, *rest = lines

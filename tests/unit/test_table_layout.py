@@ -17,6 +17,7 @@ from controller.cli.table import (
     TableError,
     cell_width,
     layout,
+    markdown,
     plain,
     truncate,
     wrap,
@@ -187,3 +188,9 @@ def test_every_line_fits_and_every_row_keeps_its_column_starts(
     assert all(cell_width(line) <= max(width, 1) for line in laid.lines())
     assert len(laid.rows) == len(rows)
     assert len(plain(columns, rows).split("\n")) == len(rows) + 1
+
+
+def test_markdown_marks_right_aligned_columns_and_escapes_pipes() -> None:
+    columns = (Column("scenario"), Column("rps", align="right"))
+    assert markdown(columns, [("a|b", "10")]) == (
+        "| scenario | rps |\n|---|---:|\n| a\\|b | 10 |")
