@@ -87,7 +87,7 @@ def test_when_stdout_is_not_a_terminal_it_prints_one_tab_separated_line_per_roll
         ["models", "推荐模型", "fast", "Progressing", "1", "10", "-",
          lines[2].split("\t")[-1]],
     ]
-    assert all(line.split("\t")[-1].endswith("d") for line in lines[1:])   # the age
+    assert all(line.split("\t")[-1] not in ("", "-") for line in lines[1:])   # the age
     assert "\x1b" not in "\n".join(lines)
 
 
