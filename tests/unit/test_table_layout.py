@@ -180,7 +180,7 @@ cells = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_si
 @settings(max_examples=150, deadline=None)
 @given(rows=st.lists(st.tuples(cells, cells, cells), max_size=4),
        width=st.integers(min_value=1, max_value=220))
-def test_every_line_fits_and_every_row_keeps_its_column_starts(
+def test_every_line_fits_whatever_the_cells_and_the_width(
         rows: list[tuple[str, str, str]], width: int) -> None:
     columns = (Column("A", priority=3), Column("B", priority=1, min_width=3),
                Column("WHY", priority=2, min_width=4, fit="wrap"))
