@@ -14,6 +14,7 @@ from pathlib import Path
 
 import click
 
+from controller.cli import terminal
 from simulations.endpoints import FLAVOURS
 from simulations.world import World, WorldConfig
 
@@ -95,5 +96,6 @@ def scale(counts: str, window: float, rps: float, out: Path) -> None:
         "checks: error rate, p99 latency, drift), against real Prometheus scraping the "
         "simulated endpoints every 5 s and the real kube-apiserver; everything, the "
         "world included, shares the machine's cores.\n\n" + text + "\n")
-    click.echo(text)
+    click.echo(terminal.for_terminal(bench.TABLE_COLUMNS, bench.table_rows(rows),
+                                     otherwise=text))
     click.echo(f"wrote {out}")

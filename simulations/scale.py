@@ -29,6 +29,7 @@ from pathlib import Path
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from controller.cli.table import Column, markdown
 from simulations.controller_process import ControllerProcess
 from simulations.endpoints import Behaviour
 from simulations.kube.build import Binaries
@@ -241,16 +242,22 @@ def measure(counts: Sequence[int], *, window: float, rps: float, workdir: Path,
             yield row(count, first, sample(world, controller))
 
 
+# The load table's columns; on a terminal the first ones stay (rollwise sim scale).
+TABLE_COLUMNS = tuple(Column(header, priority=priority, align="right") for header, priority in (
+    ("analysing rollouts", 9), ("rollouts judged / s", 3), ("analysis passes", 1),
+    ("Prometheus queries / pass", 8), ("Prometheus queries / s", 4),
+    ("analysis ms / pass", 6), ("reconcile ms / pass", 7), ("controller CPU ms / pass", 2),
+    ("Kubernetes API requests / s", 5)))
+
+
+def table_rows(rows: Sequence[Row]) -> list[tuple[str, ...]]:
+    """The cells of the load table, one row per measured number of rollouts."""
+    return [(str(r.rollouts), f"{r.judged_per_second:.2f}", str(r.analysis_passes),
+             f"{r.queries_per_pass:.1f}", f"{r.queries_per_second:.2f}",
+             f"{r.analysis_ms_per_pass:.0f}", f"{r.reconcile_ms_per_pass:.0f}",
+             f"{r.cpu_ms_per_pass:.0f}", f"{r.api_requests_per_second:.1f}") for r in rows]
+
+
 def table(rows: Sequence[Row]) -> str:
-    lines = [
-        "| analysing rollouts | rollouts judged / s | analysis passes | Prometheus queries / "
-        "pass | Prometheus queries / s | analysis ms / pass | reconcile ms / pass | "
-        "controller CPU ms / pass | Kubernetes API requests / s |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in rows:
-        lines.append(f"| {r.rollouts} | {r.judged_per_second:.2f} | {r.analysis_passes} | "
-                     f"{r.queries_per_pass:.1f} | {r.queries_per_second:.2f} | "
-                     f"{r.analysis_ms_per_pass:.0f} | {r.reconcile_ms_per_pass:.0f} | "
-                     f"{r.cpu_ms_per_pass:.0f} | {r.api_requests_per_second:.1f} |")
-    return "\n".join(lines)
+    """The load table in markdown (simulations/results/scale.md)."""
+    return markdown(TABLE_COLUMNS, table_rows(rows))

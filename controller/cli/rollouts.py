@@ -16,8 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import click
+import yaml
 from kubernetes import config
 
+from controller.cli import terminal
+from controller.cli.table import Column, layout, plain
 from controller.errors import Conflict, KubeConfigError, KubeError, Unsupported
 from controller.kube.annotations import (
     COMMANDS_ANNOTATION,
@@ -130,13 +133,70 @@ def status_rows(objects: list[Mapping[str, Any]], now: datetime) -> list[dict[st
     return rows
 
 
-@click.command()
+# What ``rollwise status`` shows, most important first when the terminal is narrow: the
+# name and the phase always, the verdict (wrapped within its column) before the rest.
+STATUS_COLUMNS = (
+    Column("NAMESPACE", priority=5),
+    Column("NAME", priority=9),
+    Column("POLICY", priority=2),
+    Column("PHASE", priority=8, min_width=11),
+    Column("STEP", priority=3, align="right"),
+    Column("CANARY%", priority=6, align="right"),
+    Column("LAST VERDICT", priority=7, min_width=20, fit="wrap", max_lines=3),
+    Column("AGE", priority=4, align="right"),
+)
+WIDE_COLUMNS = (*STATUS_COLUMNS, Column("CANARY REVISION"), Column("STABLE REVISION"),
+                Column("ROLLOUT"))
+OUTPUTS = ("table", "wide", "plain", "json", "yaml")
+
+
+def _status_cells(row: Mapping[str, Any], wide: bool) -> list[str]:
+    def text(value: object) -> str:
+        return "-" if value is None or value == "" else str(value)
+
+    cells = [row["namespace"], row["name"], row["policy"],
+             row["phase"] + (f" ({row['pause']})" if row["pause"] else ""),
+             text(row["step"]), text(row["canaryPercent"]),
+             row["lastVerdict"] or row["lastDecision"], row["age"]]
+    if wide:
+        cells += [text(row["canaryRevision"]), text(row["stableRevision"]), text(row["rollout"])]
+    return cells
+
+
+def status_text(rows: list[dict[str, Any]], output: str, width: int) -> str:
+    """``rows`` (``status_rows``) as ``rollwise status -o OUTPUT`` prints them, a ``table``
+    laid out for ``width`` terminal cells (pure)."""
+    if output == "json":
+        return json.dumps(rows, indent=2)
+    if output == "yaml":
+        return yaml.safe_dump(rows, sort_keys=False, allow_unicode=True).rstrip("\n")
+    wide = output == "wide"
+    columns = WIDE_COLUMNS if wide else STATUS_COLUMNS
+    cells = [_status_cells(r, wide) for r in rows]
+    if output == "plain":
+        return plain(columns, cells)
+    return layout(columns, cells, None if wide else width).text()
+
+
+@click.command(epilog="""\b
+Output (-o):
+  table  the default on a terminal: laid out for its width ($COLUMNS,
+         else the terminal's, else 80); less important columns are left
+         out and long verdicts wrapped within their column
+  wide   every column, with revisions and the rollout id, nothing cut
+  plain  the default when stdout is not a terminal, for scripts: a
+         header line, then one line per InferenceService, fields
+         separated by one tab, nothing cut, no colour, "-" for an
+         empty field; the columns of 'table': NAMESPACE NAME POLICY
+         PHASE STEP CANARY% LAST VERDICT AGE
+  json, yaml  every field of every row""")
 @with_kube
 @click.argument("name", required=False)
 @click.option("-A", "--all-namespaces", is_flag=True, help="Every namespace.")
-@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+@click.option("-o", "--output", type=click.Choice(OUTPUTS), default=None,
+              help="table, wide, plain, json or yaml (see below).")
 def status(kubeconfig: Path | None, context: str | None, namespace: str | None,
-           name: str | None, all_namespaces: bool, output: str) -> None:
+           name: str | None, all_namespaces: bool, output: str | None) -> None:
     """Show managed InferenceServices and their rollouts."""
     target = _Target(kubeconfig, context, namespace)
     isvcs = target.objects([] if all_namespaces else [target.namespace])
@@ -151,17 +211,12 @@ def status(kubeconfig: Path | None, context: str | None, namespace: str | None,
             raise click.ClickException(
                 f"{target.namespace}/{name}: no managed InferenceService of that name "
                 "(annotate it with rollwise.io/policy)")
-    if output == "json":
-        click.echo(json.dumps(rows, indent=2))
+    output = output or ("table" if terminal.stdout_is_terminal() else "plain")
+    if not rows and output in ("table", "wide"):
+        where = "any namespace" if all_namespaces else f"namespace {target.namespace}"
+        click.echo(f"no InferenceService managed by Rollwise in {where}", err=True)
         return
-    headers = ["NAMESPACE", "NAME", "POLICY", "PHASE", "STEP", "CANARY%", "LAST VERDICT", "AGE"]
-    table = [[r["namespace"], r["name"], r["policy"],
-              r["phase"] + (f" ({r['pause']})" if r["pause"] else ""),
-              str(r["step"] or "-"), "-" if r["canaryPercent"] is None else str(r["canaryPercent"]),
-              (r["lastVerdict"] or r["lastDecision"])[:80], r["age"]] for r in rows]
-    widths = [max(len(str(x)) for x in col) for col in zip(headers, *table, strict=False)]
-    for line in [headers, *table]:
-        click.echo("  ".join(str(x).ljust(w) for x, w in zip(line, widths, strict=True)).rstrip())
+    click.echo(status_text(rows, output, terminal.width() if output == "table" else 0))
 
 
 def _send(action: CommandAction, ref: str, kubeconfig: Path | None, context: str | None,

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import click
 
+from controller.cli import terminal
 from simulations.benchmark import report, run
 from simulations.benchmark.judges import JUDGES
 from simulations.benchmark.scenarios import benchmark_policy
@@ -140,7 +141,8 @@ def simulate(seed: int, rollouts: int, suite: str, scenario_names: tuple[str, ..
                                          plot_name=f"{stem}.png")
     (out / f"{stem}.md").write_text(text)
     report.write_csv(summaries, out / f"{stem}.csv")
-    click.echo(report.table(summaries))
+    click.echo(terminal.for_terminal(report.TABLE_COLUMNS, report.table_rows(summaries),
+                                     otherwise=report.table(summaries)))
     click.echo("")
     lines = (report.targets(summaries, alpha) if suite == "iid"
              else report.issue_comparison(summaries))

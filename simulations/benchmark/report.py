@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from controller.cli.table import Column
+from controller.cli.table import markdown as markdown_table
 from simulations.benchmark.judges import JUDGES
 from simulations.benchmark.run import SCENARIOS, Schedule, Summary, policy_named
 from simulations.benchmark.scenarios import acceptable_limits, describe
@@ -71,28 +73,43 @@ def _times(x: float) -> str:
     return "-" if math.isnan(x) else f"{x:.1f}x"
 
 
-def table(summaries: Sequence[Summary]) -> str:
-    """The results as a markdown table."""
+# The results table's columns; on a terminal the first ones stay (rollwise simulate).
+TABLE_COLUMNS = (
+    Column("scenario", priority=10),
+    Column("rps", priority=9, align="right"),
+    Column("judge", priority=10),
+    Column("rolled back (95% CI)", priority=8, align="right"),
+    Column("promoted", priority=7, align="right"),
+    Column("inconclusive", priority=3, align="right"),
+    Column("rolled back before 50%", priority=5, align="right"),
+    Column("bad-canary exposure: mean (median) requests", priority=4, align="right"),
+    Column("x oracle", priority=6, align="right"),
+    Column("x policy-oracle", priority=2, align="right"),
+    Column("minutes to promotion: median (mean)", priority=1, align="right"),
+)
+
+
+def table_rows(summaries: Sequence[Summary]) -> list[tuple[str, ...]]:
+    """The cells of the results table, one row per summary (``TABLE_COLUMNS``)."""
     oracle = {(s.scenario, s.rps): s.exposure_mean for s in summaries if s.judge == "oracle"}
     floor = {(s.scenario, s.rps): s.exposure_mean for s in summaries
              if s.judge == "policy-oracle"}
-    lines = [
-        "| scenario | rps | judge | rolled back (95% CI) | promoted | inconclusive | "
-        "rolled back before 50% | bad-canary exposure: mean (median) requests | x oracle | "
-        "x policy-oracle | minutes to promotion: median (mean) |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+    rows: list[tuple[str, ...]] = []
     for s in summaries:
         bad = _bad(s.scenario)
-        lines.append(
-            f"| {s.scenario} | {s.rps} | {s.judge} | {_pct(s.rolled_back)} "
-            f"({_pct(s.rolled_back_low)}-{_pct(s.rolled_back_high)}) | {_pct(s.promoted)} | "
-            f"{_pct(s.inconclusive)} | {_pct(s.before_half) if bad else '-'} | "
-            + (f"{_num(s.exposure_mean)} ({_num(s.exposure_median)})" if bad else "-")
-            + f" | {_times(_exposure_ratio(s, oracle))} | {_times(_exposure_ratio(s, floor))} | "
-            f"{_num(s.promote_minutes_median)} ({_one(s.promote_minutes_mean)}) |"
-        )
-    return "\n".join(lines)
+        rows.append((
+            s.scenario, str(s.rps), s.judge,
+            f"{_pct(s.rolled_back)} ({_pct(s.rolled_back_low)}-{_pct(s.rolled_back_high)})",
+            _pct(s.promoted), _pct(s.inconclusive), _pct(s.before_half) if bad else "-",
+            f"{_num(s.exposure_mean)} ({_num(s.exposure_median)})" if bad else "-",
+            _times(_exposure_ratio(s, oracle)), _times(_exposure_ratio(s, floor)),
+            f"{_num(s.promote_minutes_median)} ({_one(s.promote_minutes_mean)})"))
+    return rows
+
+
+def table(summaries: Sequence[Summary]) -> str:
+    """The results as a markdown table."""
+    return markdown_table(TABLE_COLUMNS, table_rows(summaries))
 
 
 def _find(summaries: Sequence[Summary], scenario: str, rps: int, judge: str) -> Summary | None:

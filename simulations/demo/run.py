@@ -9,6 +9,7 @@ each rollout live, and ends with a summary. I/O.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import tempfile
@@ -17,10 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, ConsoleOptions, RenderResult
 from rich.live import Live
-from rich.table import Table
+from rich.text import Text
 
+from controller.cli.table import Column, layout, wrap
 from controller.kube.annotations import STATE_ANNOTATION
 from controller.rollout.state import Phase, RolloutState
 from simulations.controller_process import ControllerProcess
@@ -50,21 +52,68 @@ def _state(world: World) -> tuple[RolloutState | None, dict[str, Any]]:
     return (RolloutState.from_json(raw) if raw else None), obj
 
 
-def _table(world: World, model: str, started: float) -> Table:
+LIVE_COLUMNS = (
+    Column("phase", priority=9, min_width=11),
+    Column("step", priority=5, align="right"),
+    Column("canary%", priority=8, align="right"),
+    Column("KServe traffic", priority=6, min_width=14, fit="wrap"),
+    Column("last verdict", priority=7, min_width=20, fit="wrap", max_lines=4),
+)
+SUMMARY_COLUMNS = (
+    Column("model", priority=9),
+    Column("outcome", priority=10),
+    Column("steps", priority=4, align="right"),
+    Column("time", priority=5, align="right"),
+    Column("why", priority=8, min_width=20, fit="wrap"),
+)
+OUTCOME_STYLE = {"promoted": "green", "rolled back": "red"}
+
+
+def outcome_in_words(phase: str) -> str:
+    """What happened to a model, in words: promoted, rolled back, ..."""
+    return {"Succeeded": "promoted", "Failed": "rolled back",
+            "Aborted": "rolled back (aborted)", "Superseded": "superseded"}.get(
+                phase, f"not finished ({phase})")
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """A table laid out (controller.cli.table) for the width rich renders it at, so it
+    never wraps into fragments, each row in its style; on a console that is not a
+    terminal, every column at full width, nothing cut (and rich adds no colour)."""
+
+    title: str
+    columns: tuple[Column, ...]
+    rows: tuple[tuple[str, ...], ...]
+    styles: tuple[str, ...] = ()
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        laid = layout(self.columns, self.rows,
+                      options.max_width if console.is_terminal else None)
+        title = wrap(self.title, options.max_width) if console.is_terminal else [self.title]
+        for line in title:
+            yield Text(line, style="bold", no_wrap=True, overflow="ignore")
+        yield Text(laid.header, style="bold", no_wrap=True, overflow="ignore")
+        for i, lines in enumerate(laid.rows):
+            style = self.styles[i] if i < len(self.styles) else ""
+            for line in lines:
+                yield Text(line, style=style, no_wrap=True, overflow="ignore")
+
+
+def _table(world: World, model: str, started: float) -> Fitted:
     state, obj = _state(world)
     traffic = ((obj.get("status") or {}).get("components") or {}).get("predictor", {}) \
         .get("traffic") or []
-    table = Table(title=f"rollout of {model}  ({time.monotonic() - started:.0f}s)",
-                  expand=True)
-    for column in ("phase", "step", "canaryTrafficPercent", "KServe traffic", "last verdict"):
-        table.add_column(column, overflow="fold")
-    split = ", ".join(f"{t.get('revisionName')}={t.get('percent')}%" for t in traffic)
+    prefix = f"{NAME}-predictor-"     # revision names differ only by their number
+    split = ", ".join(f"{str(t.get('revisionName')).removeprefix(prefix)}={t.get('percent')}%"
+                      for t in traffic)
     percent = obj["spec"]["predictor"].get("canaryTrafficPercent")
-    table.add_row(str(state.phase) if state else "-", str(state.step + 1) if state else "-",
-                  "-" if percent is None else str(percent), split,
-                  (state.last_verdict or (state.last_decision.reason if state.last_decision
-                                          else ""))[:160] if state else "")
-    return table
+    verdict = (state.last_verdict or (state.last_decision.reason if state.last_decision
+                                      else "")) if state else ""
+    row = (str(state.phase) if state else "-", str(state.step + 1) if state else "-",
+           "-" if percent is None else str(percent), split or "-", verdict or "-")
+    return Fitted(f"rollout of {model}  ({time.monotonic() - started:.0f}s)", LIVE_COLUMNS,
+                  (row,))
 
 
 def _wait_for(world: World, predicate: Any, timeout: float) -> RolloutState | None:
@@ -82,14 +131,20 @@ def _roll_out(world: World, console: Console, model: str, timeout: float) -> Out
     started = time.monotonic()
     world.patch_isvc(NAMESPACE, NAME, {"spec": {"predictor": {"model": {"storageUri": model}}}})
     state: RolloutState | None = None
-    with Live(_table(world, model, started), console=console, refresh_per_second=4) as live:
+    # Live on a terminal; elsewhere (a pipe, a log) the last table only, nothing cropped.
+    live = (Live(_table(world, model, started), console=console, refresh_per_second=4)
+            if console.is_terminal else None)
+    with live or contextlib.nullcontext():
         while time.monotonic() - started < timeout:
             state, _ = _state(world)
-            live.update(_table(world, model, started))
+            if live is not None:
+                live.update(_table(world, model, started))
             if state is not None and state.storage_uri == model and state.phase.terminal and (
                     before is None or state.id != before.id):
                 break
             time.sleep(0.5)
+    if live is None:
+        console.print(_table(world, model, started), crop=False)
     reason = (state.last_decision.reason if state and state.last_decision else "timed out")
     return Outcome(model, str(state.phase) if state else "none", reason,
                    time.monotonic() - started, (state.step + 1) if state else 0)
@@ -122,6 +177,8 @@ def run_demo(seed: int = 7, console: Console | None = None) -> int:
                     return 1
                 console.print(f"  {V1} serves 100% and is the stable baseline")
                 world.start_traffic(NAMESPACE, NAME, RPS, max_seconds=240)
+                console.print(f"  canary% is spec.predictor.canaryTrafficPercent; KServe "
+                              f"traffic is status's split over revisions {NAME}-predictor-N")
                 time.sleep(3)
                 outcomes = [_roll_out(world, console, V2, 90),
                             _roll_out(world, console, V3, 60)]
@@ -134,13 +191,15 @@ def run_demo(seed: int = 7, console: Console | None = None) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def summary_table(outcomes: list[Outcome], total: float) -> Fitted:
+    """The demo's last word: per model, promoted or rolled back, and why."""
+    words = [outcome_in_words(o.phase) for o in outcomes]
+    return Fitted(f"summary ({total:.0f}s in all)", SUMMARY_COLUMNS,
+                  tuple((o.model, w, str(o.steps), f"{o.seconds:.0f}s", o.reason)
+                        for o, w in zip(outcomes, words, strict=True)),
+                  tuple(OUTCOME_STYLE.get(w, "yellow") for w in words))
+
+
 def _summary(console: Console, outcomes: list[Outcome], total: float) -> None:
-    table = Table(title=f"summary ({total:.0f}s in all)")
-    for column in ("model", "outcome", "steps reached", "time", "why"):
-        table.add_column(column, overflow="fold")
-    for o in outcomes:
-        colour = "green" if o.phase == "Succeeded" else "red"
-        table.add_row(o.model, f"[{colour}]{o.phase}[/{colour}]", str(o.steps),
-                      f"{o.seconds:.0f}s", o.reason)
-    console.print(table)
-    console.print(json.dumps([o.__dict__ for o in outcomes]), style="dim")
+    console.print(summary_table(outcomes, total), crop=False)
+    console.print(json.dumps([o.__dict__ for o in outcomes]), style="dim", soft_wrap=True)

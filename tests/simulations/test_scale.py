@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from controller.cli import terminal
 from simulations import scale
 from simulations.kube.build import Binaries
 from simulations.scale import Sample
@@ -54,3 +55,18 @@ def test_prometheus_queries_per_pass_do_not_grow_with_rollouts(
         1 / four.analysis_passes + 1e-9)
     # Every analysing rollout is judged about once per 5 s interval.
     assert four.judged_per_second > 2.5 * one.judged_per_second
+
+
+def test_on_a_terminal_the_load_table_is_laid_out_for_its_width(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    row = scale.row(10, _sample(100.0, 3, 40, 7, 1.0, 50), _sample(130.0, 13, 80, 67, 1.5, 140))
+    monkeypatch.setenv("COLUMNS", "80")
+    monkeypatch.setattr(terminal, "stdout_is_terminal", lambda: True)
+    lines = terminal.for_terminal(scale.TABLE_COLUMNS, scale.table_rows([row]),
+                                  otherwise=scale.table([row])).split("\n")
+    assert len(lines) == 2 and all(len(line) <= 80 for line in lines)
+    assert lines[0].startswith("analysing rollouts  Prometheus queries / pass")
+    assert lines[1].split()[:2] == ["10", "4.0"]
+    monkeypatch.setattr(terminal, "stdout_is_terminal", lambda: False)
+    assert terminal.for_terminal(scale.TABLE_COLUMNS, scale.table_rows([row]),
+                                 otherwise="md") == "md"
