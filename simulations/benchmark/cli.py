@@ -288,11 +288,15 @@ def simulate_policy(policy_file: Path, *, seed: int, rollouts: int,
                                                "--regression": regressions or None})
         policy, notes = usersim.simulable(loaded[0].policy)
         tick = usersim.default_tick(policy) if tick is None else tick
-        task_list = usersim.policy_tasks(spec, policy, rollouts, seed, tick)
     except usersim.TrafficError as err:
         _fail(err.problems)
     except ValueError as err:
         _fail([f"{policy_file}: {err}"])
+    try:
+        task_list = usersim.policy_tasks(spec, policy, rollouts, seed, tick)
+    except ValueError as err:
+        _fail([f"--tick: {err} (the policy's interval is "
+               f"{policy.spec.analysis.interval.total_seconds():g} s)"])
     click.echo(f"simulating {rollouts} rollouts of each of "
                f"{1 + len(spec.regressions)} canaries at {len(spec.rps)} request rate(s) "
                f"on {workers} worker(s)", err=True)

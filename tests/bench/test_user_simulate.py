@@ -73,6 +73,7 @@ def test_a_bad_policy_file_is_a_located_error_and_exit_2(tmp_path: Path) -> None
     (["--suite", "realistic"], "--suite: an option of the benchmark, not of --policy"),
     (["--regression", "errors=2"], "--regression: regression 'errors=2': the change is"),
     (["--p99", "50ms"], "--p99: p99 50ms must be above p50 80ms"),
+    (["--tick", "20"], "--tick: interval 30 s must be a multiple of the tick 20 s"),
 ])
 def test_bad_options_with_a_policy_exit_2_naming_the_option(args: list[str],
                                                            message: str) -> None:
