@@ -7,5 +7,6 @@ regressions, policies), ``conditions`` what production adds to it (overdispersio
 jitter, cold start, diurnal load, heavy tails) and the per-tick traffic, ``suites`` the
 cases that ``--suite iid|realistic|all`` runs, ``judges`` the contestants, ``run`` the
 harness and the summaries, ``report`` the files, ``cli`` the click command. Results go
-to ``simulations/results/``.
+to ``simulations/results/``. ``usersim`` is ``rollwise simulate --policy FILE``: the
+same harness and judge on a user's own policy and traffic.
 """

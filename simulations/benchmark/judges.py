@@ -344,6 +344,17 @@ class RollwiseJudge:
         return verdict.outcome
 
 
+# The controller's ``analysis.certify`` (``Analysis.certify_step``) as RollwiseJudge's
+# ``certify``: "final" is the step that leads to 100%, which is what beforePromotion means.
+CERTIFY_MODES = {"beforePromotion": "final", "everyStep": "always", "never": "never"}
+
+
+def policy_judge(policy: RolloutPolicy, name: str = "rollwise") -> RollwiseJudge:
+    """Rollwise judging ``policy`` as the controller does, certifying the steps the
+    policy's own ``analysis.certify`` names (``rollwise simulate --policy``)."""
+    return RollwiseJudge(policy, certify=CERTIFY_MODES[policy.spec.analysis.certify], name=name)
+
+
 # --- the oracle ----------------------------------------------------------------------
 
 

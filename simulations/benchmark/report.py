@@ -3,8 +3,9 @@
 ``markdown`` and ``plot`` write the i.i.d. report (simulations/results/benchmark.md);
 ``realistic_markdown`` and ``realistic_plot`` the realistic suite's
 (benchmark-realistic.md), with issue 15's figures next to the measured ones and the
-runtime of each cell. Called by ``cli``; reads only ``run.Summary`` values. No I/O but
-the files it is asked to write.
+runtime of each cell; ``policy_plot`` the figure of ``rollwise simulate --policy``.
+Called by ``cli``; reads only ``run.Summary`` values (``usersim.PolicyReport`` for
+``policy_plot``). No I/O but the files it is asked to write.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from simulations.benchmark.judges import JUDGES
 from simulations.benchmark.run import SCENARIOS, Schedule, Summary, policy_named
 from simulations.benchmark.scenarios import acceptable_limits, describe
 from simulations.benchmark.suites import cases
+from simulations.benchmark.usersim import PolicyReport
 
 
 def read_csv(path: Path) -> list[Summary]:
@@ -551,6 +553,65 @@ def realistic_plot(summaries: Sequence[Summary], path: Path, alpha: float) -> No
     if any(_exposure_ratio(s, oracle) > 0 for s in summaries if _bad(s.scenario)):
         ax.set_yscale("log")
     ax.set_title("regressions: exposure over the oracle's (label: % rolled back)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# --- rollwise simulate --policy -------------------------------------------------------
+
+
+def policy_plot(summary: PolicyReport, path: Path) -> None:
+    """Three panels for one user policy: the share of good canaries promoted by each
+    minute (per request rate), the share of each regression rolled back (with the false
+    rollbacks of the good canary and alpha for scale; Wilson 95% intervals), and the
+    median exposure of each regression. Needs matplotlib."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
+    rates = sorted({g.rps for g in summary.good} | {b.rps for b in summary.bad})
+    ax = axes[0]
+    end = 1.1 * max([summary.fastest_minutes, *(m for g in summary.good for m in g.minutes)])
+    for g in summary.good:
+        minutes = sorted(g.minutes)
+        shares = [100 * (i + 1) / g.rollouts for i in range(len(minutes))]
+        ax.step([0.0, *minutes, end], [0.0, *shares, shares[-1] if shares else 0.0],
+                where="post", label=f"{g.rps} rps ({100 * g.promoted:.0f}% promoted)")
+    ax.axvline(summary.fastest_minutes, color="grey", linestyle=":", linewidth=1,
+               label=f"fastest possible, {summary.fastest_minutes:g} min")
+    ax.set_xlabel("minutes since the rollout began")
+    ax.set_xlim(0, end)
+    ax.set_ylim(0, 100)
+    ax.set_title("good canary: promoted by then (%)")
+    ax.legend(fontsize=7)
+    names = list(dict.fromkeys(b.regression for b in summary.bad))
+    groups = ["good canary:\nfalse rollbacks", *names]
+    width = 0.8 / max(len(rates), 1)
+    for k, r in enumerate(rates):
+        cells = [(0, g.false_rollback_rate, g.false_rollback_interval)
+                 for g in summary.good if g.rps == r]
+        cells += [(1 + names.index(b.regression), b.detection, b.detection_interval)
+                  for b in summary.bad if b.rps == r]
+        axes[1].bar([i + k * width for i, _, _ in cells], [100 * x for _, x, _ in cells],
+                    width, yerr=[[100 * (x - lo) for _, x, (lo, _) in cells],
+                                 [100 * (hi - x) for _, x, (_, hi) in cells]],
+                    capsize=2, label=f"{r} rps")
+        exposed = [(names.index(b.regression), b.exposure_median) for b in summary.bad
+                   if b.rps == r and not math.isnan(b.exposure_median)]
+        axes[2].bar([i + k * width for i, _ in exposed], [e for _, e in exposed], width,
+                    label=f"{r} rps")
+    centre = width * (len(rates) - 1) / 2
+    axes[1].axhline(100 * summary.alpha, color="black", linestyle="--", linewidth=1,
+                    label=f"alpha {summary.alpha:g}")
+    axes[1].set_xticks([i + centre for i in range(len(groups))], groups, fontsize=7)
+    axes[1].set_ylim(0, 105)
+    axes[1].set_title("rolled back (%, 95% CI)")
+    axes[1].legend(fontsize=7)
+    axes[2].set_xticks([i + centre for i in range(len(names))], names, fontsize=7)
+    if any(b.exposure_median > 0 for b in summary.bad):
+        axes[2].set_yscale("log")
+    axes[2].set_title("bad canary's requests before rollback (median)")
+    axes[2].legend(fontsize=7)
+    fig.suptitle(f"policy {summary.policy!r}: rollwise simulate --policy", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from functools import cache
+from typing import TypeVar
 
 from controller.analysis import Outcome
 from controller.policy.model import RolloutPolicy
@@ -43,6 +44,7 @@ SCENARIOS = IID
 RPS = (10, 100, 1000)
 TICK_SECONDS = 60.0
 ROLLED_BACK, PROMOTED, INCONCLUSIVE = "rolled-back", "promoted", "inconclusive"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -90,12 +92,16 @@ class Rollout:
 
 
 def simulate_rollout(judge: Judge, case: Case, rps: int, index: int, seed: int,
-                     schedule: Schedule, tick_seconds: float = TICK_SECONDS) -> Rollout:
-    """One rollout from the first step to promotion, rollback or an inconclusive step."""
+                     schedule: Schedule, tick_seconds: float = TICK_SECONDS, *,
+                     policy: RolloutPolicy | None = None) -> Rollout:
+    """One rollout from the first step to promotion, rollback or an inconclusive step.
+    ``policy``: the one the judge applies (its feature histograms and stable history are
+    drawn); by default the case's (``rollout_policy``)."""
     world = case.world
+    policy = policy or case.rollout_policy
     traffic = RolloutTraffic(world, case.conditions, seed, (case.key, rps, index), rps,
-                             tick_seconds, feature_metrics(case.rollout_policy))
-    history = case.rollout_policy.spec.analysis.history.total_seconds()
+                             tick_seconds, feature_metrics(policy))
+    history = policy.spec.analysis.history.total_seconds()
     if history > 0 and wants_history(judge):
         begin(judge, traffic.history(history), tick_seconds)
     steps = [StepLog(schedule.weights[0], tick_seconds)]
@@ -153,17 +159,26 @@ def policy_named(name: str, interval: float | None = None) -> RolloutPolicy:
         "analysis": analysis})})
 
 
+def simulate_rollouts(new_judge: Callable[[], Judge], case: Case, policy: RolloutPolicy,
+                      rps: int, indices: range, seed: int,
+                      tick_seconds: float = TICK_SECONDS) -> list[Rollout]:
+    """Rollouts ``indices`` of ``case``, each judged by a fresh ``new_judge()`` that applies
+    ``policy``, with its runtime."""
+    schedule = Schedule.of(policy)
+    out = []
+    for i in indices:
+        began = time.perf_counter()
+        rollout = simulate_rollout(new_judge(), case, rps, i, seed, schedule, tick_seconds,
+                                   policy=policy)
+        out.append(replace(rollout, seconds=time.perf_counter() - began))
+    return out
+
+
 def run_task(task: Task) -> list[Rollout]:
     case = cases()[task.scenario]
     policy = policy_named(case.policy, task.interval)
-    schedule = Schedule.of(policy)
-    out = []
-    for i in range(task.start, task.stop):
-        began = time.perf_counter()
-        rollout = simulate_rollout(make_judge(task.judge, case.world, policy), case, task.rps,
-                                   i, task.seed, schedule, task.tick)
-        out.append(replace(rollout, seconds=time.perf_counter() - began))
-    return out
+    return simulate_rollouts(lambda: make_judge(task.judge, case.world, policy), case, policy,
+                             task.rps, range(task.start, task.stop), task.seed, task.tick)
 
 
 def _multiple(value: float, of: float) -> bool:
@@ -201,16 +216,23 @@ def tasks(seed: int, rollouts: int, scenario_names: Sequence[str], rps: Sequence
 
 def run(task_list: Sequence[Task], workers: int,
         progress: Callable[[int], None] = lambda n: None) -> list[Rollout]:
-    """Run the tasks on ``workers`` processes (in this process when 1)."""
+    """Run the benchmark's tasks on ``workers`` processes (in this process when 1)."""
+    return run_all(run_task, task_list, workers, progress)
+
+
+def run_all(work: Callable[[T], list[Rollout]], task_list: Sequence[T], workers: int,
+            progress: Callable[[int], None] = lambda n: None) -> list[Rollout]:
+    """``work`` on every task, on ``workers`` processes (in this process when 1); ``work``
+    must be a module-level function, so that a worker can import it."""
     results: list[Rollout] = []
     if workers <= 1:
         for t in task_list:
-            chunk = run_task(t)
+            chunk = work(t)
             results += chunk
             progress(len(chunk))
         return results
     with multiprocessing.get_context("spawn").Pool(workers) as pool:
-        for chunk in pool.imap_unordered(run_task, task_list):
+        for chunk in pool.imap_unordered(work, task_list):
             results += chunk
             progress(len(chunk))
     return results

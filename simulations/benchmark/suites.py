@@ -65,11 +65,16 @@ class Case:
     conditions: Conditions = field(default_factory=Conditions)
     policy: str = "benchmark"
     description: str = ""
+    stream: int | None = None
 
     @property
     def key(self) -> int:
-        """The case's part of the random streams' key: the i.i.d. scenarios keep the
-        index they always had (so their results reproduce), others a hash of the name."""
+        """The case's part of the random streams' key: ``stream`` when given (cases that
+        share it see the same random numbers: a user's regressions differ only in their
+        law), else the i.i.d. scenarios keep the index they always had (so their results
+        reproduce), others a hash of the name."""
+        if self.stream is not None:
+            return self.stream
         return IID.index(self.name) if self.name in IID else zlib.crc32(self.name.encode())
 
     @property
