@@ -252,7 +252,12 @@ def _new_model(previous: RolloutState | None, policy_name: str, policy: PolicySp
         id=rollout_id, policy=policy_name, spec_hash=obs.spec_hash, phase=Phase.PENDING,
         started_at=now, phase_since=now, storage_uri=obs.storage_uri,
         baseline_storage_uri=_stable_uri(previous),
-        baseline_revision=obs.latest_rolled_out,
+        # What serves as stable: the serving layer's rolled-out revision, else (a new model
+        # deployed before the serving layer reported the adopted one as rolled out) the
+        # revision Rollwise adopted or promoted last.
+        baseline_revision=obs.latest_rolled_out or (
+            previous.revision if previous is not None and previous.phase == Phase.SUCCEEDED
+            else None),
         known_revision=(previous.revision if previous is not None and previous.revision
                         else obs.latest_rolled_out),
         expected_percent=start_percent,
@@ -519,7 +524,8 @@ class _Tick:
         first = self._weight(0)
         reason = f"revision {created} created; waiting for it to be ready"
         moved = self._to(Phase.WAITING_READY, "wait-ready", reason, revision=created,
-                         expected_percent=first)
+                         expected_percent=first,
+                         baseline_revision=state.baseline_revision or obs.latest_rolled_out)
         return Result(moved, None if obs.canary_percent == first else SetCanary(first))
 
     def _waiting_ready(self) -> Result:
@@ -548,6 +554,12 @@ class _Tick:
 
     def _analysing(self, judgement: Judgement | None) -> Result:
         state, now, policy = self.state, self.now, self.policy
+        if state.baseline_revision is None and judgement is None:
+            # Nothing to compare the canary with: missing data (held, then onMissingData),
+            # never a rollout that waits in silence for ever.
+            judgement = Judgement("continue", "the stable revision is not known (the serving "
+                                  "layer reports no rolled-out revision)", missing=True,
+                                  changed=False)
         verdict_line = "" if judgement is None else f"{judgement.outcome}: {judgement.reason}"
         if judgement is not None and judgement.outcome == "fail":
             self.state = state.evolve(verdicts=(*state.verdicts, StepVerdict(

@@ -91,7 +91,8 @@ def rollout_past_first_step(world: World, name: str, on_timeout: Callable[[], st
     deploy(world, name, f"s3://m/{name}/v2")
     wait_for(lambda: (s := state_of(world, name)) is not None
              and s.storage_uri == f"s3://m/{name}/v2" and s.step >= 1, 90,
-             "the rollout to reach step 2", on_timeout)
+             "the rollout to reach step 2",
+             lambda: f"{on_timeout()}\nstate: {state_of(world, name)}")
 
 
 def finished(world: World, name: str, uri: str) -> RolloutState | None:

@@ -261,6 +261,29 @@ def test_what_a_look_learnt_is_kept_while_a_check_waits_for_data() -> None:
     assert held.state.missing_since == first.state.missing_since
 
 
+def test_a_model_deployed_before_the_adopted_revision_was_reported_rolled_out() -> None:
+    # Found end to end: adopted while KServe had not yet reported latestRolledoutRevision,
+    # then v2 deployed at once: the rollout had no stable to compare with and waited in
+    # silence for ever. The adopted revision is the stable one.
+    from dataclasses import replace
+    early = replace(stable(), latest_rolled_out=None)
+    first = decide(None, "p", POLICY, early, T0).state
+    assert first is not None and first.revision == "m-1"
+    started = decide(first, "p", POLICY, replace(stable(10, "h2", "m-1"),
+                                                 latest_rolled_out=None), T0).state
+    assert started is not None and started.baseline_revision == "m-1"
+
+
+def test_analysing_without_a_known_stable_is_missing_data_not_silence() -> None:
+    state = progressing().evolve(baseline_revision=None)
+    first = decide(state, "p", POLICY, canary_obs(10), T0 + timedelta(minutes=1))
+    assert first.state is not None and first.state.missing_since is not None
+    assert first.events[0].reason == "MetricsMissing"
+    assert "stable revision is not known" in first.events[0].message
+    later = decide(first.state, "p", POLICY, canary_obs(10), T0 + timedelta(minutes=7))
+    assert isinstance(later.traffic, RollBack)     # POLICY: onMissingData rollback after 5m
+
+
 def test_inconclusive_step_pauses_after_the_deadline() -> None:
     result = decide(progressing(), "p", POLICY, canary_obs(10), T0 + timedelta(minutes=30),
                     judgement=WAIT)
