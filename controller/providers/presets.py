@@ -19,6 +19,8 @@ OpenTelemetry (``kn_serving_invocation_duration_seconds``; revision and namespac
 resource attributes on ``target_info``, joined on job/instance), the KServe Python model
 server (``request_predict_seconds`` by ``model_name``; the revision comes from the pod
 name ``<revision>-deployment-...`` that Prometheus' Kubernetes discovery puts in ``pod``),
+the same server in KServe Standard mode (``kserve-standard``: pods
+``<deployment>-<hash>-<suffix>``, errors as predictions without a postprocess),
 and Istio (``istio_requests_total``, ``destination_workload`` = ``<revision>-deployment``).
 """
 
@@ -95,6 +97,34 @@ def _kserve_model_server(kind: Series) -> Template | None:
     return _pod_histogram("request_predict_seconds") if kind == "latency" else None
 
 
+_STANDARD_POD = '(${revision})-[a-z0-9]+-[a-z0-9]+'
+_STANDARD_REVISION = '(.*)-[a-z0-9]+-[a-z0-9]+'
+
+
+def _kserve_standard(kind: Series) -> Template | None:
+    """KServe Standard mode: no queue-proxy, only the model server's histograms on pods
+    named ``<deployment>-<pod-template-hash>-<suffix>``; the revision is the Deployment
+    (``{isvc}[-{predictor name}]-predictor``). That server counts no status codes: a failed
+    prediction is observed by ``request_predict_seconds`` and not by
+    ``request_postprocess_seconds`` (success only), so errors are the difference."""
+    def per_revision(metric: str, by: str = "pod") -> str:
+        inner = (f'sum by ({by}) (increase({metric}{{namespace="${{namespace}}", '
+                 f'pod=~"{_STANDARD_POD}"}}[${{window}}]))')
+        relabelled = _pod_relabel(inner, "pod", _STANDARD_REVISION)
+        return f"sum by (revision{', le' if 'le' in by else ''}) ({relabelled})"
+
+    predicted = per_revision("request_predict_seconds_count")
+    succeeded = per_revision("request_postprocess_seconds_count")
+    return {
+        "total": Template(predicted, "revision", False),
+        # A revision whose every prediction failed has no postprocess series at all.
+        "errors": Template(f"{predicted} - ({succeeded} or {predicted} * 0)", "revision",
+                           False),
+        "latency": Template(per_revision("request_predict_seconds_bucket", "pod, le"),
+                            "revision", True),
+    }.get(kind)
+
+
 def _istio(kind: Series) -> Template | None:
     sel = ('destination_workload_namespace="${namespace}", '
            'destination_workload=~"(${revision})-deployment", reporter="destination"')
@@ -118,6 +148,7 @@ PRESETS = {
     "knative-queue-proxy": _knative_legacy,
     "knative-otel": _knative_otel,
     "kserve-model-server": _kserve_model_server,
+    "kserve-standard": _kserve_standard,
     "istio": _istio,
 }
 

@@ -30,7 +30,7 @@ from typing import Any
 
 from controller.rollout.machine import Promote, RestoreSpec, RollBack, SetCanary, TrafficAction
 from controller.rollout.state import Observation, TrafficTarget
-from controller.routers.base import Resource, spec_hash
+from controller.routers.base import Ref, Related, Resource, spec_hash
 
 GROUP = "serving.kserve.io"              # kserve.constants.KSERVE_GROUP
 VERSION = "v1beta1"                      # kserve.constants.KSERVE_V1BETA1_VERSION
@@ -95,7 +95,11 @@ class KServeKnative:
         """The predictor without ``canaryTrafficPercent``."""
         return {k: v for k, v in _predictor(obj).items() if k != WEIGHT_FIELD}
 
-    def observe(self, obj: Mapping[str, Any]) -> Observation:
+    def related(self, obj: Mapping[str, Any]) -> tuple[Ref, ...]:
+        """Nothing: Knative's split is in the InferenceService's own status."""
+        return ()
+
+    def observe(self, obj: Mapping[str, Any], related: Related | None = None) -> Observation:
         predictor = _predictor(obj)
         status = obj.get("status") or {}
         component = (status.get("components") or {}).get("predictor") or {}
@@ -148,7 +152,8 @@ class KServeKnative:
             return obs.latest_rolled_out == canary and obs.percent_to(canary) == 100
         return obs.percent_to(canary) == 0 and obs.canary_percent in (0, None)
 
-    def hold(self, obj: Mapping[str, Any], percent: int) -> list[dict[str, Any]] | None:
+    def hold(self, obj: Mapping[str, Any], percent: int, *,
+             previous: Mapping[str, Any] | None = None) -> list[dict[str, Any]] | None:
         if _predictor(obj).get(WEIGHT_FIELD) == percent:
             return None
         return [{"op": "add", "path": f"/spec/predictor/{WEIGHT_FIELD}", "value": percent}]
