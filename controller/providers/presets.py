@@ -87,10 +87,13 @@ def _knative_otel(kind: Series) -> Template | None:
     }.get(kind)
 
 
-def _pod_histogram(metric: str) -> Template:
+def _pod_histogram(metric: str, pod: str = '(${revision})-deployment-.*',
+                   revision: str = _POD_REVISION) -> Template:
+    """A model-server histogram per revision, the revision read from the pod's name."""
     inner = (f'sum by (pod, le) (increase({metric}_bucket{{namespace="${{namespace}}", '
-             f'pod=~"(${{revision}})-deployment-.*"}}[${{window}}]))')
-    return Template(f"sum by (revision, le) ({_pod_relabel(inner)})", "revision", True)
+             f'pod=~"{pod}"}}[${{window}}]))')
+    return Template(f"sum by (revision, le) ({_pod_relabel(inner, 'pod', revision)})",
+                    "revision", True)
 
 
 def _kserve_model_server(kind: Series) -> Template | None:
@@ -107,11 +110,10 @@ def _kserve_standard(kind: Series) -> Template | None:
     (``{isvc}[-{predictor name}]-predictor``). That server counts no status codes: a failed
     prediction is observed by ``request_predict_seconds`` and not by
     ``request_postprocess_seconds`` (success only), so errors are the difference."""
-    def per_revision(metric: str, by: str = "pod") -> str:
-        inner = (f'sum by ({by}) (increase({metric}{{namespace="${{namespace}}", '
+    def per_revision(metric: str) -> str:
+        inner = (f'sum by (pod) (increase({metric}{{namespace="${{namespace}}", '
                  f'pod=~"{_STANDARD_POD}"}}[${{window}}]))')
-        relabelled = _pod_relabel(inner, "pod", _STANDARD_REVISION)
-        return f"sum by (revision{', le' if 'le' in by else ''}) ({relabelled})"
+        return f"sum by (revision) ({_pod_relabel(inner, 'pod', _STANDARD_REVISION)})"
 
     predicted = per_revision("request_predict_seconds_count")
     succeeded = per_revision("request_postprocess_seconds_count")
@@ -120,8 +122,8 @@ def _kserve_standard(kind: Series) -> Template | None:
         # A revision whose every prediction failed has no postprocess series at all.
         "errors": Template(f"{predicted} - ({succeeded} or {predicted} * 0)", "revision",
                            False),
-        "latency": Template(per_revision("request_predict_seconds_bucket", "pod, le"),
-                            "revision", True),
+        "latency": _pod_histogram("request_predict_seconds", _STANDARD_POD,
+                                  _STANDARD_REVISION),
     }.get(kind)
 
 
@@ -171,6 +173,8 @@ def templates_for(check: RatioCheck | LatencyCheck | DistributionCheck,
         latency = PRESETS[preset]("latency")
         assert latency is not None
         return {"histogram": latency}
+    if preset == "kserve-standard":     # the custom histogram, on Standard-mode pods
+        return {"histogram": _pod_histogram(check.metric, _STANDARD_POD, _STANDARD_REVISION)}
     return {"histogram": _pod_histogram(check.metric)}
 
 

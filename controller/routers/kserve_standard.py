@@ -214,8 +214,11 @@ class KServeStandard:
         if "canary" not in (obj.get("spec") or {}) and self._expects_canary(obj):
             return ("spec.canary is absent though Rollwise wrote a canary entry: KServe "
                     "before 0.20 has no spec.canary (the API server dropped the field), so "
-                    "its traffic cannot be split (or the entry was removed by hand: remove "
-                    f"the {_STATE_ANNOTATION} annotation to have Rollwise adopt what serves)")
+                    "its traffic cannot be split; a model change Rollwise pulled back into "
+                    "that canary is undone in the predictor too: re-apply it, it rolls out "
+                    "at once without Rollwise (if the entry was removed by hand instead, "
+                    f"remove the {_STATE_ANNOTATION} annotation to have Rollwise adopt what "
+                    "serves)")
         return None
 
     @staticmethod

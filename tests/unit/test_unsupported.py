@@ -1,8 +1,8 @@
 """An object that opted in but that no traffic router can drive (a KServe InferenceService in
-ModelMesh mode, which neither the Knative nor the Standard router drives) is told, never silently "managed":
-a Warning Event on it, the failing-objects gauge, ``Unsupported`` in ``rollwise status``;
-the canary guard leaves it alone; the other rollouts go on. And the guard itself, through
-the router, on an object it drives."""
+ModelMesh mode, which neither the Knative nor the Standard router drives) is told, never
+silently "managed": a Warning Event on it, the failing-objects gauge, ``Unsupported`` in
+``rollwise status``; the canary guard leaves it alone; the other rollouts go on. And the
+guard itself, through the router, on an object it drives."""
 
 from __future__ import annotations
 
