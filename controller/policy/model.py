@@ -421,6 +421,7 @@ PRESET_KINDS: dict[str, frozenset[str]] = {
     "knative-queue-proxy": frozenset({"ratio", "latency"}),
     "knative-otel": frozenset({"ratio", "latency"}),
     "kserve-model-server": frozenset({"latency"}),
+    "kserve-standard": frozenset({"ratio", "latency"}),
     "istio": frozenset({"ratio", "latency"}),
 }
 

@@ -17,7 +17,8 @@ spec part of the one merge patch out. The facts, from KServe's ``ksvc_reconciler
 - ``status.observedGeneration`` is copied from the Knative Service (kserve#6081):
   never used here; revisions are tracked by name;
 - in Standard (RawDeployment) mode KServe ignores ``canaryTrafficPercent`` (kserve#5335):
-  ``supports`` refuses such objects, so they are reported instead of silently "managed".
+  ``supports`` refuses such objects (``kserve_standard`` drives them through
+  ``spec.canary[]``); one no router drives is reported instead of silently "managed".
 
 The API group, version and plural are literals (equal to ``kserve.constants``, checked by a
 test): importing the kserve SDK loads some 1,600 modules, and nothing here needs its models.
@@ -87,8 +88,8 @@ class KServeKnative:
                             ("status.deploymentMode", status.get("deploymentMode"))):
             if mode and mode not in KNATIVE_MODES:
                 return (f"it is served in {mode} mode ({where}), where KServe ignores "
-                        f"spec.predictor.{WEIGHT_FIELD} (kserve#5335): Rollwise cannot move "
-                        "its traffic and leaves it alone")
+                        f"spec.predictor.{WEIGHT_FIELD} (kserve#5335): this router cannot "
+                        "move its traffic")
         return None
 
     def spec(self, obj: Mapping[str, Any]) -> Mapping[str, Any]:

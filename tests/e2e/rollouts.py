@@ -69,9 +69,9 @@ def rbac_grants() -> set[tuple[str, str, str]]:
     return granted
 
 
-def write_policy(directory: Path) -> Path:
+def write_policy(directory: Path, text: str = POLICY, name: str = "e2e") -> Path:
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "e2e.yaml").write_text(POLICY)
+    (directory / f"{name}.yaml").write_text(text)
     return directory
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -244,3 +245,29 @@ def test_hand_made_canary_entries_are_left_alone_with_a_reason() -> None:
                            "trafficPercent": 5}]})
     reason = STANDARD.supports(sim.obj)
     assert reason is not None and "entries Rollwise did not write (mine)" in reason
+
+
+def test_the_machine_pauses_an_unrouted_canary_whatever_the_verdict() -> None:
+    """Progressing at 20% on KServe v0.20.0: a passing judgement never moves it on."""
+    from datetime import UTC, datetime
+
+    from controller.policy.loader import load_text
+    from controller.rollout.machine import Judgement, decide
+    from controller.rollout.state import Phase, RolloutState
+    root = Path(__file__).resolve().parents[2]
+    [loaded] = load_text((root / "policies" / "fast.yaml").read_text(), "fast.yaml")
+    sim = StandardSim(code="v0.20.0")
+    held(sim)
+    sim.bring_up()
+    obs = sim.observe()
+    now = datetime(2026, 3, 1, 9, 10, tzinfo=UTC)
+    state = RolloutState(
+        id="r1", policy="fast", spec_hash=obs.spec_hash, phase=Phase.PROGRESSING,
+        started_at=now, phase_since=now, revision=CANARY_DEPLOYMENT,
+        baseline_revision="iris-v1-predictor", step=0, step_started_at=now,
+        expected_percent=10)
+    result = decide(state, "fast", loaded.policy.spec, obs, now.replace(minute=20),
+                    judgement=Judgement("pass", "fine"), router=STANDARD)
+    assert result.state is not None and result.state.phase == Phase.PAUSED
+    assert result.state.pause is not None and result.state.pause.reason == "unrouted"
+    assert result.traffic is None
