@@ -7,6 +7,7 @@ weight 0 with the numbers that convicted it; every split confirmed from the HTTP
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -40,7 +41,7 @@ kind: RolloutPolicy
 metadata: {name: standard}
 spec:
   steps: [{weight: 20}, {weight: 50}, {weight: 100}]
-  stepDefaults: {minDuration: 4s, minRequests: 60}
+  stepDefaults: {minDuration: 6s, minRequests: 100}
   readyTimeout: 20s
   analysis:
     interval: 2s
@@ -125,9 +126,10 @@ def test_a_good_model_is_promoted_and_a_bad_one_rolled_back_in_standard_mode(
         assert {"Promoting", "Promoted"} <= set(reasons), reasons   # 50% -> 100%
         assert "UnguardedDeploy" not in reasons           # the webhook held it
 
-        # Rolled back at the first step with its numbers: weight 0, the route on the stable.
+        # Rolled back before any promotion with its numbers: weight 0, the route on the
+        # stable. (A step may pass on no evidence of harm yet, so not always at the first.)
         assert bad.phase == Phase.FAILED and "error-rate" in reason, reason
-        assert "at step 1 (20%)" in reason, reason
+        assert re.search(r"at step [12] \((20|50)%\).*canary, .* stable", reason), reason
         assert [c["trafficPercent"] for c in world.get_isvc(NAMESPACE, "bad")["spec"]
                 ["canary"]] == [0]
         assert route_weights(world, "bad") == {"bad-v1-predictor": 100}
