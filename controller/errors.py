@@ -10,6 +10,7 @@ reconciler and the CLI never see an ``ApiException`` or a ``urllib3`` error.
      |    +-- Conflict              409: the object changed since it was read; re-read
      |    |    +-- LeaseConflict    the leader Lease changed since it was read
      |    +-- Rejected              400/413/422: the API server refused the write as invalid
+     |    |                         (or 403 from an admission webhook, e.g. KServe's validator)
      |    +-- LeaseUnavailable      a Lease request failed; ``kind`` says how
      +-- KubeConfigError            no usable way to reach the API server (says what was tried)
      +-- Unsupported                the object opted in, but no traffic router can drive it
@@ -40,8 +41,9 @@ class Conflict(KubeError):
 
 
 class Rejected(KubeError):
-    """The API server refused the write as invalid (HTTP 400, 413, 422): retrying the same
-    write cannot succeed, so the object is reported, not retried in a loop."""
+    """The API server refused the write as invalid (HTTP 400, 413, 422, or an admission
+    webhook's 403 "denied the request"): retrying the same write cannot succeed, so the
+    object is reported, not retried in a loop."""
 
 
 class LeaseConflict(Conflict):
@@ -62,7 +64,7 @@ class KubeConfigError(RollwiseError):
 
 class Unsupported(RollwiseError):
     """The object opted in (``rollwise.io/policy``) but no traffic router can drive it (a
-    KServe InferenceService in Standard mode, say): the message says why. It is reported on
+    KServe InferenceService in ModelMesh mode, say): the message says why. It is reported on
     the object and left alone, never silently "managed"."""
 
 

@@ -176,7 +176,7 @@ class Reconciler:
 
     def _read(self, obj: Mapping[str, Any]) -> Managed | None:
         try:
-            managed = read_managed(obj, self.routers, self.sealer)
+            managed = read_managed(obj, self.routers, self.sealer, self.objects.related)
         except Exception as err:  # a malformed object must not stop the others
             meta = _meta(obj)
             self._object_failed(_key_of(obj), str(meta.get("namespace", "")),

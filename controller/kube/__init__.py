@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from controller.routers.base import Ref
+
 
 class Objects(Protocol):
     """The objects of one resource (the one a traffic router drives) in the watched
@@ -49,8 +51,12 @@ class Objects(Protocol):
 
     def patch(self, namespace: str, name: str, patch: Mapping[str, Any]) -> Mapping[str, Any]:
         """Apply a JSON merge patch; raise Conflict on a stale resourceVersion, Rejected when
-        the API server refuses the write as invalid (e.g. annotations over 256 KiB),
-        KubeError for any other failure."""
+        the API server refuses the write as invalid (e.g. annotations over 256 KiB) or an
+        admission webhook denies it (403), KubeError for any other failure."""
+
+    def related(self, ref: Ref) -> Mapping[str, Any] | None:
+        """Another object a traffic router reads to see what serves (``ref`` names its
+        resource), or None when it is absent; KubeError when it cannot be read."""
 
 
 class EventRecorder(Protocol):

@@ -22,7 +22,7 @@ from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
 from controller.errors import Conflict, KubeConfigError, KubeError, Rejected
-from controller.routers.base import Resource
+from controller.routers.base import Ref, Resource
 from controller.settings import KubernetesSettings
 
 log = structlog.get_logger(__name__)
@@ -77,11 +77,17 @@ def current_user(api: client.ApiClient) -> str:
 
 def failure(verb: str, what: str, err: Exception) -> KubeError:
     """``err`` (an API answer or a transport error) in the exception tree, naming ``what``:
-    a write's 409 is ``Conflict``, its 400/413/422 ``Rejected``."""
+    a write's 409 is ``Conflict``, its 400/413/422 and an admission webhook's 403
+    ``Rejected``."""
     if not isinstance(err, ApiException):
         return KubeError(f"cannot {verb} {what}: {type(err).__name__}: {err}")
     if verb == "patch" and err.status == 409:
         return Conflict(f"{what} changed since it was read", 409)
+    if verb == "patch" and err.status == 403 and "denied the request" in _api_message(err):
+        # An admission webhook's refusal (KServe's validator answers a bad spec.canary with
+        # 403), not RBAC's: the same write cannot succeed.
+        return Rejected(f"{what}: an admission webhook refused the write (HTTP 403): "
+                        f"{_api_message(err)}", err.status)
     if verb == "patch" and err.status in (400, 413, 422):
         return Rejected(f"{what}: the API server refused the write (HTTP {err.status}): "
                         f"{_api_message(err)}", err.status)
@@ -136,6 +142,19 @@ class KubeObjects:
             result: Mapping[str, Any] = self._call(
                 "get", f"{r.kind} {namespace}/{name}", self._api.get_namespaced_custom_object,
                 r.group, r.version, namespace, r.plural, name, expected=(404,))
+        except KubeError as err:
+            if err.status == 404:
+                return None
+            raise
+        return result
+
+    def related(self, ref: Ref) -> Mapping[str, Any] | None:
+        r = ref.resource
+        try:
+            result: Mapping[str, Any] = self._call(
+                "get", f"{r.kind} {ref.namespace}/{ref.name}",
+                self._api.get_namespaced_custom_object, r.group, r.version, ref.namespace,
+                r.plural, ref.name, expected=(404,))
         except KubeError as err:
             if err.status == 404:
                 return None

@@ -3,8 +3,8 @@ ships its mock transport) so that every test of a caller runs on the same fakes 
 asserts the exact requests sent.
 
 - ``FakeObjects``: ``Objects`` with resourceVersion fencing, merge-patch semantics, 409 and
-  4xx injection, every patch recorded; optionally the commands admission webhook, called
-  as the API server would call it.
+  4xx injection, every patch recorded, related objects in ``others``; optionally the
+  commands admission webhook, called as the API server would call it.
 - ``FakeEvents``: ``EventRecorder``, idempotent by key like Event names.
 - ``InMemoryLeases``: ``LeaseClient`` with fault injection (hangs, lost answers).
 
@@ -29,6 +29,7 @@ from controller.kube import LeaseRecord
 from controller.kube.annotations import COMMANDS_ANNOTATION, annotations_of
 from controller.kube.webhook import stamp_commands
 from controller.rollout.seal import Sealer
+from controller.routers.base import Ref
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
@@ -59,6 +60,13 @@ class FakeObjects:
         self.rejected: dict[tuple[str, str], str] = {}   # (ns, name) -> the API's message
         self.commands_webhook = commands_webhook
         self.user, self.groups = "tester@example.com", ("system:authenticated",)
+        self.others: dict[Ref, dict[str, Any]] = {}      # what ``related`` reads
+        self.reads: list[Ref] = []
+
+    def related(self, ref: Ref) -> Mapping[str, Any] | None:
+        self.reads.append(ref)
+        obj = self.others.get(ref)
+        return copy.deepcopy(obj) if obj else None
 
     def list(self) -> list[Mapping[str, Any]]:
         return [copy.deepcopy(o) for o in self.objects.values()]

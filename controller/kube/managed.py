@@ -12,20 +12,21 @@ Pure. Callers: the reconciler, the CLI (``rollwise status``), the lineage gate.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
 from controller.kube.annotations import (
+    NothingToRestore,
     Stored,
     open_last_good,
     read_stored,
     rollout_annotations,
 )
-from controller.rollout.machine import RestoreSpec, TrafficAction
+from controller.rollout.machine import RestoreSpec, SetCanary, TrafficAction
 from controller.rollout.seal import Sealer
 from controller.rollout.state import Observation, RolloutState
-from controller.routers.base import TrafficRouter, choose
+from controller.routers.base import Ref, TrafficRouter, choose
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,15 +44,19 @@ class Managed(Stored):
 
 
 def read_managed(obj: Mapping[str, Any], routers: Sequence[TrafficRouter],
-                 sealer: Sealer | None = None) -> Managed | None:
+                 sealer: Sealer | None = None,
+                 read: Callable[[Ref], Mapping[str, Any] | None] | None = None,
+                 ) -> Managed | None:
     """The managed view of ``obj``, or None when it did not opt in. ``Unsupported`` when it
-    opted in and none of ``routers`` can drive it."""
+    opted in and none of ``routers`` can drive it. ``read`` (``Objects.related``) reads the
+    other objects the router names; without it they count as absent."""
     stored = read_stored(obj, sealer)
     if stored is None:
         return None
     router = choose(routers, obj)
+    related = {ref: None if read is None else read(ref) for ref in router.related(obj)}
     return Managed(**{f.name: getattr(stored, f.name) for f in fields(Stored)},
-                   router=router, obj=obj, observation=router.observe(obj))
+                   router=router, obj=obj, observation=router.observe(obj, related))
 
 
 def rollout_patch(managed: Managed, state: RolloutState, traffic: TrafficAction | None,
@@ -65,6 +70,13 @@ def rollout_patch(managed: Managed, state: RolloutState, traffic: TrafficAction 
     last_good = None
     if isinstance(traffic, RestoreSpec):
         last_good = open_last_good(managed.annotations, managed.key, managed.uid, sealer)
+    elif isinstance(traffic, SetCanary):
+        # A router that pulls an unguarded change back into a canary puts the predictor
+        # back to this (KServe Standard mode); None when there is none to put back.
+        try:
+            last_good = open_last_good(managed.annotations, managed.key, managed.uid, sealer)
+        except NothingToRestore:
+            last_good = None
     patch: dict[str, Any] = {"metadata": {
         "resourceVersion": managed.resource_version,
         "annotations": rollout_annotations(

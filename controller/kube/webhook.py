@@ -64,7 +64,7 @@ def review_response(review: Mapping[str, Any],
     if spec_hash(router.spec(new)) == spec_hash(router.spec(old)):
         return envelope
     percent = start_percent(policies(name))
-    patch = router.hold(new, percent)
+    patch = router.hold(new, percent, previous=old)
     if patch is None:
         return envelope
     response["patchType"] = "JSONPatch"

@@ -185,12 +185,15 @@ PromQLTemplate = Annotated[
     ),
 ]
 
-ProviderPreset = Literal["knative-queue-proxy", "knative-otel", "kserve-model-server", "istio"]
+ProviderPreset = Literal["knative-queue-proxy", "knative-otel", "kserve-model-server",
+                         "kserve-standard", "istio"]
 """Where the request metrics come from.
 
 ``knative-queue-proxy``: Knative Serving up to 1.18 (``revision_app_request_*``);
 ``knative-otel``: Knative Serving 1.19 and later (``kn_serving_invocation_duration_seconds``);
 ``kserve-model-server``: the KServe Python model server (``request_predict_seconds``);
+``kserve-standard``: that server in KServe Standard mode, per predictor Deployment (errors
+are predictions without a postprocess);
 ``istio``: the Istio sidecar (``istio_requests_total``).
 """
 
@@ -418,6 +421,7 @@ PRESET_KINDS: dict[str, frozenset[str]] = {
     "knative-queue-proxy": frozenset({"ratio", "latency"}),
     "knative-otel": frozenset({"ratio", "latency"}),
     "kserve-model-server": frozenset({"latency"}),
+    "kserve-standard": frozenset({"ratio", "latency"}),
     "istio": frozenset({"ratio", "latency"}),
 }
 

@@ -19,6 +19,8 @@ OpenTelemetry (``kn_serving_invocation_duration_seconds``; revision and namespac
 resource attributes on ``target_info``, joined on job/instance), the KServe Python model
 server (``request_predict_seconds`` by ``model_name``; the revision comes from the pod
 name ``<revision>-deployment-...`` that Prometheus' Kubernetes discovery puts in ``pod``),
+the same server in KServe Standard mode (``kserve-standard``: pods
+``<deployment>-<hash>-<suffix>``, errors as predictions without a postprocess),
 and Istio (``istio_requests_total``, ``destination_workload`` = ``<revision>-deployment``).
 """
 
@@ -85,14 +87,44 @@ def _knative_otel(kind: Series) -> Template | None:
     }.get(kind)
 
 
-def _pod_histogram(metric: str) -> Template:
+def _pod_histogram(metric: str, pod: str = '(${revision})-deployment-.*',
+                   revision: str = _POD_REVISION) -> Template:
+    """A model-server histogram per revision, the revision read from the pod's name."""
     inner = (f'sum by (pod, le) (increase({metric}_bucket{{namespace="${{namespace}}", '
-             f'pod=~"(${{revision}})-deployment-.*"}}[${{window}}]))')
-    return Template(f"sum by (revision, le) ({_pod_relabel(inner)})", "revision", True)
+             f'pod=~"{pod}"}}[${{window}}]))')
+    return Template(f"sum by (revision, le) ({_pod_relabel(inner, 'pod', revision)})",
+                    "revision", True)
 
 
 def _kserve_model_server(kind: Series) -> Template | None:
     return _pod_histogram("request_predict_seconds") if kind == "latency" else None
+
+
+_STANDARD_POD = '(${revision})-[a-z0-9]+-[a-z0-9]+'
+_STANDARD_REVISION = '(.*)-[a-z0-9]+-[a-z0-9]+'
+
+
+def _kserve_standard(kind: Series) -> Template | None:
+    """KServe Standard mode: no queue-proxy, only the model server's histograms on pods
+    named ``<deployment>-<pod-template-hash>-<suffix>``; the revision is the Deployment
+    (``{isvc}[-{predictor name}]-predictor``). That server counts no status codes: a failed
+    prediction is observed by ``request_predict_seconds`` and not by
+    ``request_postprocess_seconds`` (success only), so errors are the difference."""
+    def per_revision(metric: str) -> str:
+        inner = (f'sum by (pod) (increase({metric}{{namespace="${{namespace}}", '
+                 f'pod=~"{_STANDARD_POD}"}}[${{window}}]))')
+        return f"sum by (revision) ({_pod_relabel(inner, 'pod', _STANDARD_REVISION)})"
+
+    predicted = per_revision("request_predict_seconds_count")
+    succeeded = per_revision("request_postprocess_seconds_count")
+    return {
+        "total": Template(predicted, "revision", False),
+        # A revision whose every prediction failed has no postprocess series at all.
+        "errors": Template(f"{predicted} - ({succeeded} or {predicted} * 0)", "revision",
+                           False),
+        "latency": _pod_histogram("request_predict_seconds", _STANDARD_POD,
+                                  _STANDARD_REVISION),
+    }.get(kind)
 
 
 def _istio(kind: Series) -> Template | None:
@@ -118,6 +150,7 @@ PRESETS = {
     "knative-queue-proxy": _knative_legacy,
     "knative-otel": _knative_otel,
     "kserve-model-server": _kserve_model_server,
+    "kserve-standard": _kserve_standard,
     "istio": _istio,
 }
 
@@ -140,6 +173,8 @@ def templates_for(check: RatioCheck | LatencyCheck | DistributionCheck,
         latency = PRESETS[preset]("latency")
         assert latency is not None
         return {"histogram": latency}
+    if preset == "kserve-standard":     # the custom histogram, on Standard-mode pods
+        return {"histogram": _pod_histogram(check.metric, _STANDARD_POD, _STANDARD_REVISION)}
     return {"histogram": _pod_histogram(check.metric)}
 
 

@@ -528,8 +528,18 @@ class _Tick:
                          baseline_revision=state.baseline_revision or obs.latest_rolled_out)
         return Result(moved, None if obs.canary_percent == first else SetCanary(first))
 
+    def _unrouted(self) -> Result:
+        """The canary is ready and its weight asks for traffic, but the serving layer routes
+        none to it: its metrics would judge a canary that never served, so pause and say
+        why (resumable once the serving layer routes it)."""
+        return self._pause(PauseReason.UNROUTED,
+                           f"{self.obs.unrouted}; paused, the canary is not judged while it "
+                           "serves nothing", warning=True)
+
     def _waiting_ready(self) -> Result:
         state, obs = self.state, self.obs
+        if obs.unrouted and obs.latest_created == state.revision:
+            return self._unrouted()
         if obs.revision_failure and obs.latest_created == state.revision:
             return self._roll_back(f"revision {state.revision} failed: {obs.revision_failure}")
         if obs.latest_ready == state.revision:
@@ -569,6 +579,8 @@ class _Tick:
                                    f"({self._weight(state.step)}%): {judgement.reason}")
         if state.phase == Phase.PAUSED:
             return self._paused(judgement, verdict_line)
+        if self.obs.unrouted:
+            return self._unrouted()
         if judgement is None:
             return Result(state)
         if judgement.missing:

@@ -54,6 +54,7 @@ class PauseReason(StrEnum):
     MANUAL_EDIT = "manual-edit"    # someone changed the canary weight by hand
     INCONCLUSIVE = "inconclusive"  # no verdict by the step's deadline
     MISSING_DATA = "missing-data"  # metrics missing for longer than onMissingData.after
+    UNROUTED = "unrouted"          # the serving layer sends the ready canary no traffic
 
 
 @dataclass(frozen=True)
@@ -277,6 +278,9 @@ class Observation:
     # unknown). Timeouts count only watched time, never the controller's own absence.
     watched_since: datetime | None = None
     url: str | None = None                 # where the model is served, as status says
+    # Why the serving layer sends the canary no traffic although it is ready and its weight
+    # asks for some (a route that names only the stable): never judged as if it served.
+    unrouted: str | None = None
 
     def percent_to(self, revision: str | None) -> int:
         return sum(t.percent for t in self.traffic if t.revision == revision)

@@ -3,6 +3,7 @@
 =====================  ==========================================================
 ``base``               the Protocol, ``Resource``, ``spec_hash``, ``choose``
 ``kserve_knative``     KServe InferenceServices in Knative (serverless) mode
+``kserve_standard``    KServe InferenceServices in Standard (RawDeployment) mode
 =====================  ==========================================================
 
 ``ROUTERS`` is every router the controller drives objects with, in the order they are
@@ -11,9 +12,10 @@ asked (the first whose ``supports`` accepts an object drives it). Pure, like the
 
 from __future__ import annotations
 
-from controller.routers.base import Resource, TrafficRouter, choose, spec_hash
+from controller.routers.base import Ref, Related, Resource, TrafficRouter, choose, spec_hash
 from controller.routers.kserve_knative import KNATIVE
+from controller.routers.kserve_standard import STANDARD
 
-ROUTERS: tuple[TrafficRouter, ...] = (KNATIVE,)
+ROUTERS: tuple[TrafficRouter, ...] = (KNATIVE, STANDARD)
 
-__all__ = ["ROUTERS", "Resource", "TrafficRouter", "choose", "spec_hash"]
+__all__ = ["ROUTERS", "Ref", "Related", "Resource", "TrafficRouter", "choose", "spec_hash"]

@@ -5,8 +5,11 @@ verify weight, type), one module per way of serving. A router:
 
 - names the objects it drives (``resource``: API group, version, plural, kind) and says
   why it cannot drive one (``supports``: a reason, never silence);
-- reads what serves (``observe``): stable and canary revisions, readiness, the split in
-  force as the serving layer reports it, not as Rollwise wrote it;
+- names the other objects it must read to see what serves (``related``: the HTTPRoutes of
+  a Standard-mode InferenceService), which ``controller.kube`` reads for it;
+- reads what serves (``observe``, from the object and those related objects): stable and
+  canary revisions, readiness, the split in force as the serving layer reports it, not as
+  Rollwise wrote it;
 - says what "the spec" of a model version is (``spec``: hashed to tell versions apart,
   recorded at a promotion, put back by ``RestoreSpec``);
 - builds the spec part of THE one fenced write (``write``: set a weight, promote, roll
@@ -48,6 +51,19 @@ class Resource:
         return f"{self.group}/{self.version}" if self.group else self.version
 
 
+@dataclass(frozen=True)
+class Ref:
+    """Another object a router reads to see what serves (``TrafficRouter.related``)."""
+
+    resource: Resource
+    namespace: str
+    name: str
+
+
+Related = Mapping[Ref, Mapping[str, Any] | None]
+"""The related objects as read (None: absent), by the ``Ref`` that named them."""
+
+
 class TrafficRouter(Serving, Protocol):
     """One way of serving a model, driven through its object's spec and read from its status.
     Every method is pure; ``obj`` is the object as the API server returns it."""
@@ -68,17 +84,23 @@ class TrafficRouter(Serving, Protocol):
         """The model version ``obj`` asks for, without the traffic fields Rollwise writes:
         what ``spec_hash`` identifies and what a promotion records as the last good spec."""
 
-    def observe(self, obj: Mapping[str, Any]) -> Observation:
-        """What serves, from the serving layer's status (``watched_since`` left unset)."""
+    def related(self, obj: Mapping[str, Any]) -> tuple[Ref, ...]:
+        """The other objects ``observe`` needs (read by ``controller.kube`` just before)."""
+
+    def observe(self, obj: Mapping[str, Any], related: Related | None = None) -> Observation:
+        """What serves, from the serving layer's status and the ``related`` objects it named
+        (``watched_since`` left unset)."""
 
     def write(self, obj: Mapping[str, Any], action: TrafficAction, *,
               last_good: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """The ``spec`` part of the one merge patch that carries ``action``; ``last_good``
         (a ``spec`` recorded at a promotion) is what ``RestoreSpec`` puts back."""
 
-    def hold(self, obj: Mapping[str, Any], percent: int) -> list[dict[str, Any]] | None:
+    def hold(self, obj: Mapping[str, Any], percent: int, *,
+             previous: Mapping[str, Any] | None = None) -> list[dict[str, Any]] | None:
         """The admission JSON patch that holds a new model in ``obj`` at ``percent``, or
-        None when ``obj`` already asks for that."""
+        None when ``obj`` already asks for that; ``previous`` is the object before the
+        update (what a router that moves the new model elsewhere puts back)."""
 
 
 def spec_hash(spec: Mapping[str, Any]) -> str:

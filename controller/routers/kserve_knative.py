@@ -17,7 +17,8 @@ spec part of the one merge patch out. The facts, from KServe's ``ksvc_reconciler
 - ``status.observedGeneration`` is copied from the Knative Service (kserve#6081):
   never used here; revisions are tracked by name;
 - in Standard (RawDeployment) mode KServe ignores ``canaryTrafficPercent`` (kserve#5335):
-  ``supports`` refuses such objects, so they are reported instead of silently "managed".
+  ``supports`` refuses such objects (``kserve_standard`` drives them through
+  ``spec.canary[]``); one no router drives is reported instead of silently "managed".
 
 The API group, version and plural are literals (equal to ``kserve.constants``, checked by a
 test): importing the kserve SDK loads some 1,600 modules, and nothing here needs its models.
@@ -30,7 +31,7 @@ from typing import Any
 
 from controller.rollout.machine import Promote, RestoreSpec, RollBack, SetCanary, TrafficAction
 from controller.rollout.state import Observation, TrafficTarget
-from controller.routers.base import Resource, spec_hash
+from controller.routers.base import Ref, Related, Resource, spec_hash
 
 GROUP = "serving.kserve.io"              # kserve.constants.KSERVE_GROUP
 VERSION = "v1beta1"                      # kserve.constants.KSERVE_V1BETA1_VERSION
@@ -87,15 +88,19 @@ class KServeKnative:
                             ("status.deploymentMode", status.get("deploymentMode"))):
             if mode and mode not in KNATIVE_MODES:
                 return (f"it is served in {mode} mode ({where}), where KServe ignores "
-                        f"spec.predictor.{WEIGHT_FIELD} (kserve#5335): Rollwise cannot move "
-                        "its traffic and leaves it alone")
+                        f"spec.predictor.{WEIGHT_FIELD} (kserve#5335): this router cannot "
+                        "move its traffic")
         return None
 
     def spec(self, obj: Mapping[str, Any]) -> Mapping[str, Any]:
         """The predictor without ``canaryTrafficPercent``."""
         return {k: v for k, v in _predictor(obj).items() if k != WEIGHT_FIELD}
 
-    def observe(self, obj: Mapping[str, Any]) -> Observation:
+    def related(self, obj: Mapping[str, Any]) -> tuple[Ref, ...]:
+        """Nothing: Knative's split is in the InferenceService's own status."""
+        return ()
+
+    def observe(self, obj: Mapping[str, Any], related: Related | None = None) -> Observation:
         predictor = _predictor(obj)
         status = obj.get("status") or {}
         component = (status.get("components") or {}).get("predictor") or {}
@@ -148,7 +153,8 @@ class KServeKnative:
             return obs.latest_rolled_out == canary and obs.percent_to(canary) == 100
         return obs.percent_to(canary) == 0 and obs.canary_percent in (0, None)
 
-    def hold(self, obj: Mapping[str, Any], percent: int) -> list[dict[str, Any]] | None:
+    def hold(self, obj: Mapping[str, Any], percent: int, *,
+             previous: Mapping[str, Any] | None = None) -> list[dict[str, Any]] | None:
         if _predictor(obj).get(WEIGHT_FIELD) == percent:
             return None
         return [{"op": "add", "path": f"/spec/predictor/{WEIGHT_FIELD}", "value": percent}]

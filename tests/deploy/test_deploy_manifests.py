@@ -113,6 +113,15 @@ def test_rbac_is_exactly_the_reviewed_deploy_rbac(render: Render, overlay: str) 
     assert installed == reviewed
 
 
+def test_the_controller_only_reads_the_routes_kserve_owns(render: Render) -> None:
+    """The Standard-mode router needs one more verb, and only that: get on HTTPRoutes
+    (never list, watch or any write: KServe and the gateway own them)."""
+    rules = find(render(DEPLOY / "rbac"), "ClusterRole", "rollwise-controller")["rules"]
+    gateway = [r for r in rules if set(r["apiGroups"]) & {"gateway.networking.k8s.io", "*"}]
+    assert gateway == [{"apiGroups": ["gateway.networking.k8s.io"],
+                        "resources": ["httproutes"], "verbs": ["get"]}]
+
+
 def test_the_controller_runs_as_the_account_the_rbac_binds(objects: list[Manifest]) -> None:
     account = find(objects, "ServiceAccount")
     deployment = find(objects, "Deployment", "rollwise-controller")

@@ -27,7 +27,9 @@ Render = Callable[[Path], list[Manifest]]
 # What the controller needs in every namespace it watches: (group, resource) -> verbs.
 NEEDED_PER_NAMESPACE = {("serving.kserve.io", "inferenceservices"): {"get", "list", "watch",
                                                                       "patch"},
-                        ("", "events"): {"create"}}
+                        ("", "events"): {"create"},
+                        # KServe Standard mode: the split in force is read from its routes.
+                        ("gateway.networking.k8s.io", "httproutes"): {"get"}}
 # Namespaces that must never be selected, beside the watched ones.
 OTHERS = ("default", "kube-system", "rollwise-system", "another-team")
 

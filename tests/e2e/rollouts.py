@@ -48,9 +48,30 @@ DRIFTED = Behaviour(latency_median_ms=40, latency_sigma=0.3, error_rate=0.01,
                     prediction_mean=0.8, prediction_sd=0.1)
 
 
-def write_policy(directory: Path) -> Path:
+# What only the KServe Standard-mode router uses (test_standard_e2e proves it is used): a
+# world of Knative-mode objects never reads an HTTPRoute.
+STANDARD_ONLY_GRANTS = {("get", "gateway.networking.k8s.io", "httproutes")}
+
+
+def rbac_grants() -> set[tuple[str, str, str]]:
+    """(verb, API group, resource) that deploy/rbac grants the controller."""
+    import yaml
+
+    from simulations.world import rbac_manifests
+
+    granted = set()
+    for path in rbac_manifests():
+        for doc in yaml.safe_load_all(Path(path).read_text()):
+            for rule in (doc or {}).get("rules", []):
+                for group in rule["apiGroups"]:
+                    for resource in rule["resources"]:
+                        granted |= {(verb, group, resource) for verb in rule["verbs"]}
+    return granted
+
+
+def write_policy(directory: Path, text: str = POLICY, name: str = "e2e") -> Path:
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "e2e.yaml").write_text(POLICY)
+    (directory / f"{name}.yaml").write_text(text)
     return directory
 
 

@@ -115,3 +115,34 @@ def test_a_transport_failure_is_a_kube_error_without_a_status() -> None:
                                         "models: MaxRetryError") as raised:
         kube.list()
     assert raised.value.status is None
+
+
+def test_an_admission_webhooks_refusal_is_rejected_and_rbacs_is_not() -> None:
+    """KServe's validating webhook answers a bad spec.canary with 403; RBAC's 403 is a
+    different fault (a missing grant), left a plain KubeError."""
+    denied = ('admission webhook "inferenceservice.kserve-webhook-server.validator" denied '
+              'the request: canary "rw-1" minReplicas (3) must not exceed stable predictor '
+              'minReplicas (1)')
+    kube, _, counted = objects(api_error(403, denied))
+    with pytest.raises(Rejected, match=r"InferenceService models/churn: an admission webhook "
+                                       r"refused the write \(HTTP 403\).*minReplicas") as raised:
+        kube.patch("models", "churn", {})
+    assert raised.value.status == 403 and counted == ["patch"]
+    kube, _, _ = objects(api_error(403, 'inferenceservices "churn" is forbidden: User '
+                                        '"system:serviceaccount:x:y" cannot patch resource'))
+    with pytest.raises(KubeError) as forbidden:
+        kube.patch("models", "churn", {})
+    assert not isinstance(forbidden.value, Rejected)
+
+
+def test_a_related_object_is_read_by_its_own_resource() -> None:
+    from controller.routers.base import Ref
+    from controller.routers.kserve_standard import HTTPROUTES
+
+    kube, api, counted = objects({"kind": "HTTPRoute"}, api_error(404))
+    assert kube.related(Ref(HTTPROUTES, "models", "iris")) == {"kind": "HTTPRoute"}
+    assert kube.related(Ref(HTTPROUTES, "models", "iris-predictor")) is None
+    assert api.calls == [
+        ("get", ("gateway.networking.k8s.io", "v1", "models", "httproutes", "iris")),
+        ("get", ("gateway.networking.k8s.io", "v1", "models", "httproutes", "iris-predictor"))]
+    assert counted == []

@@ -164,8 +164,9 @@ def test_it_drives_knative_mode_only(mode: str | None, status_mode: str | None,
 def test_an_object_no_router_drives_is_unsupported_with_every_reason() -> None:
     assert choose(ROUTERS, isvc()) is KNATIVE
     with pytest.raises(Unsupported, match=r"InferenceService models/churn .*kserve-knative: "
-                                          r"it is served in Standard mode"):
-        choose(ROUTERS, isvc(mode="Standard"))
+                                          r"it is served in ModelMesh mode.*kserve-standard: "
+                                          r"it is served in ModelMesh mode"):
+        choose(ROUTERS, isvc(mode="ModelMesh"))
 
 
 def test_hold_sets_the_first_step_unless_the_object_already_asks_for_it() -> None:

@@ -301,3 +301,175 @@ def test_restore_without_a_recorded_spec_is_reported_and_the_rollback_stands(
     assert "spec" not in patch
     assert json.loads(patch["metadata"]["annotations"][STATE_ANNOTATION])["phase"] == "Failed"
     assert "RestoreFailed" in {e["reason"] for e in events.recorded}
+
+
+# --- shared by the routers: the same story on a Knative and a Standard-mode object ---------
+
+
+class _KnativeCase:
+    """An InferenceService in Knative mode (hand-built status, as above)."""
+
+    key = ("models", "churn")
+
+    def __init__(self) -> None:
+        self.pulled_back: Any = {"predictor": {"canaryTrafficPercent": 10}}
+
+    def adopted(self) -> FakeObjects:
+        return FakeObjects(isvc("s3://m/v1", None), commands_webhook=TEST_SEALER)
+
+    def edit_model(self, objects: FakeObjects, uri: str) -> None:
+        objects.objects[self.key]["spec"]["predictor"]["model"]["storageUri"] = uri
+
+
+class _StandardCase:
+    """An InferenceService in Standard mode, reconciled by the simulated KServe."""
+
+    key = ("models", "iris")
+
+    def __init__(self) -> None:
+        from tests.routers.standard_world import StandardSim, model
+        from tests.routers.test_router_kserve_standard import V2_ENTRY
+
+        self.sim = StandardSim()
+        self.pulled_back = {"predictor": {"model": model("s3://m/v1")}, "canary": [V2_ENTRY]}
+
+    def adopted(self) -> FakeObjects:
+        objects = self.sim.fake()
+        objects.commands_webhook = TEST_SEALER
+        return objects
+
+    def edit_model(self, objects: FakeObjects, uri: str) -> None:
+        objects.objects[self.key]["spec"]["predictor"]["model"]["storageUri"] = uri
+        self.sim.sync(objects)        # KServe rolls the stable Deployment at once
+
+
+CASES = [pytest.param(_KnativeCase, id="kserve-knative"),
+         pytest.param(_StandardCase, id="kserve-standard")]
+
+
+@pytest.mark.parametrize("case_type", CASES)
+def test_an_unguarded_model_change_is_pulled_back_in_one_fenced_patch(
+        store: PolicyStore, case_type: type[_KnativeCase | _StandardCase]) -> None:
+    case = case_type()
+    objects = case.adopted()
+    reconciler, events, _ = make(store, objects)
+    reconciler.run_once()                                   # adopt v1
+    adopted = json.loads(objects.patches[-1][2]["metadata"]["annotations"][STATE_ANNOTATION])
+    assert adopted["phase"] == "Succeeded" and "spec" not in objects.patches[-1][2]
+    case.edit_model(objects, "s3://m/v2")                   # the webhook was down
+    version = objects.objects[case.key]["metadata"]["resourceVersion"]
+    reconciler.run_once()
+    namespace, name, patch = objects.patches[-1]
+    assert (namespace, name) == case.key
+    assert patch["metadata"]["resourceVersion"] == version
+    assert patch["spec"] == case.pulled_back
+    state = json.loads(patch["metadata"]["annotations"][STATE_ANNOTATION])
+    assert state["phase"] == "Pending" and state["expected_percent"] == 10
+    assert {"RolloutStarted", "UnguardedDeploy"} <= {e["reason"] for e in events.recorded}
+
+
+@pytest.mark.parametrize("case_type", CASES)
+def test_a_conflict_writes_nothing_and_the_next_pass_retries(
+        store: PolicyStore, case_type: type[_KnativeCase | _StandardCase]) -> None:
+    case = case_type()
+    objects = case.adopted()
+    reconciler, _, _ = make(store, objects)
+    reconciler.run_once()
+    case.edit_model(objects, "s3://m/v2")
+    written = len(objects.patches)
+    objects.conflict_next = True
+    reconciler.run_once()
+    assert len(objects.patches) == written
+    reconciler.run_once()
+    assert objects.patches[-1][2]["spec"] == case.pulled_back
+
+
+@pytest.mark.parametrize("case_type", CASES)
+def test_a_write_an_admission_webhook_refuses_is_reported_on_the_object_once(
+        store: PolicyStore, case_type: type[_KnativeCase | _StandardCase]) -> None:
+    """KServe's validator answers a bad spec with 403 (``client.failure`` makes it
+    ``Rejected``): reported on the object, never a crash."""
+    case = case_type()
+    objects = case.adopted()
+    reconciler, events, _ = make(store, objects)
+    reconciler.run_once()
+    case.edit_model(objects, "s3://m/v2")
+    objects.rejected[case.key] = ('admission webhook "inferenceservice.kserve-webhook-server.'
+                                  'validator" denied the request: canary predictor.name is '
+                                  'required')
+    reconciler.run_once()
+    reconciler.run_once()
+    failed = [e for e in events.recorded if e["reason"] == "ReconcileFailed"]
+    assert len(failed) == 1 and failed[0]["name"] == case.key[1] and failed[0]["warning"]
+    assert "denied the request" in failed[0]["message"]
+    assert "the rollout state could not be written" in failed[0]["message"]
+
+
+# --- Standard mode only ------------------------------------------------------------------
+
+
+def test_a_canary_kserve_v0_20_0_never_routes_is_paused_never_judged_as_served(
+        store: PolicyStore) -> None:
+    from controller.kube.webhook import review_response
+    from tests.routers.standard_world import StandardSim, apply_json_patch
+
+    sim = StandardSim(code="v0.20.0")
+    objects = sim.fake()
+    reconciler, events, _ = make(store, objects, Judgement("pass", "fine"),
+                                 T0 + timedelta(minutes=5))
+    reconciler.run_once()                                        # adopt
+    old = objects.get(*_StandardCase.key)
+    assert old is not None
+    new = json.loads(json.dumps(old))
+    new["spec"]["predictor"]["model"]["storageUri"] = "s3://m/v2"
+    review = {"request": {"uid": "r", "operation": "UPDATE", "object": new, "oldObject": old}}
+    answer = review_response(review, store.get, ROUTERS)["response"]
+    import base64
+
+    objects.objects[_StandardCase.key] = apply_json_patch(
+        new, json.loads(base64.b64decode(answer["patch"])))      # what the webhook holds
+    sim.sync(objects)
+    reconciler.run_once()                                        # Pending
+    sim.sync(objects, bring_up=True)                             # the canary is ready ...
+    for _ in range(4):
+        reconciler.run_once()
+        sim.sync(objects)
+    state = json.loads(objects.objects[_StandardCase.key]["metadata"]["annotations"]
+                       [STATE_ANNOTATION])
+    assert (state["phase"], state["pause"]["reason"]) == ("Paused", "unrouted")
+    assert "routes only to iris-v1-predictor" in state["pause"]["message"]
+    assert not [p for *_, p in objects.patches if "predictor" in p.get("spec", {})]  # no Promote
+    assert [e["reason"] for e in events.recorded if e["warning"]] == ["Paused"]
+
+
+class _PrunesCanary(FakeObjects):
+    """The API server of KServe 0.19: its CRD has no spec.canary nor predictor.name, so it
+    drops them from every write (as it does, silently, without strict field validation)."""
+
+    def patch(self, namespace: str, name: str, patch: Any) -> Any:
+        written = super().patch(namespace, name, patch)
+        stored = self.objects[(namespace, name)]
+        stored["spec"].pop("canary", None)
+        stored["spec"]["predictor"].pop("name", None)
+        return written
+
+
+def test_before_0_20_the_dropped_canary_is_reported_once_and_never_written_again(
+        store: PolicyStore) -> None:
+    from tests.routers.standard_world import StandardSim
+
+    sim = StandardSim(predictor_name=None)
+    objects = _PrunesCanary(json.loads(json.dumps(sim.obj)), commands_webhook=TEST_SEALER)
+    sim.publish(objects)
+    reconciler, events, _ = make(store, objects)
+    reconciler.run_once()                                        # adopt
+    objects.objects[_StandardCase.key]["spec"]["predictor"]["model"]["storageUri"] = "s3://m/v2"
+    reconciler.run_once()                                        # the pull-back, pruned
+    assert "canary" in objects.patches[-1][2]["spec"]
+    written = len(objects.patches)
+    for _ in range(3):
+        reconciler.run_once()
+    assert len(objects.patches) == written                       # no write loop
+    [unsupported] = [e for e in events.recorded if e["reason"] == "Unsupported"]
+    assert "KServe before 0.20 has no spec.canary" in unsupported["message"]
+    assert "re-apply it" in unsupported["message"]

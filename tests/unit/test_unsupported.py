@@ -1,8 +1,8 @@
 """An object that opted in but that no traffic router can drive (a KServe InferenceService in
-Standard mode, where canaryTrafficPercent is ignored) is told, never silently "managed":
-a Warning Event on it, the failing-objects gauge, ``Unsupported`` in ``rollwise status``;
-the canary guard leaves it alone; the other rollouts go on. And the guard itself, through
-the router, on an object it drives."""
+ModelMesh mode, which neither the Knative nor the Standard router drives) is told, never
+silently "managed": a Warning Event on it, the failing-objects gauge, ``Unsupported`` in
+``rollwise status``; the canary guard leaves it alone; the other rollouts go on. And the
+guard itself, through the router, on an object it drives."""
 
 from __future__ import annotations
 
@@ -27,32 +27,34 @@ NOW = T0 + timedelta(minutes=3)
 MODE = "serving.kserve.io/deploymentMode"
 
 
-def standard(name: str = "standard") -> dict[str, Any]:
+def modelmesh(name: str = "standard") -> dict[str, Any]:
+    """An object in a mode no router drives."""
     obj = isvc("s3://m/v2", 10, created="churn-predictor-00002")
     obj["metadata"].update(name=name, uid=f"u-{name}")
-    obj["metadata"]["annotations"][MODE] = "Standard"
+    obj["metadata"]["annotations"][MODE] = "ModelMesh"
     return obj
 
 
 def test_a_standard_mode_object_is_reported_once_and_never_written(store: PolicyStore) -> None:
     healthy = isvc("s3://m/v2", 10, created="churn-predictor-00002", state=progressing_state())
-    isvcs = FakeObjects(standard(), healthy, commands_webhook=TEST_SEALER)
+    isvcs = FakeObjects(modelmesh(), healthy, commands_webhook=TEST_SEALER)
     reconciler, events, analyzer = make(store, isvcs, Judgement("pass", "fine"), NOW)
     reconciler.run_once()
     reconciler.run_once()
     assert [name for _, name, _ in isvcs.patches] == ["churn"]   # only the healthy one moved
     [event] = [e for e in events.recorded if e["name"] == "standard"]
     assert event["reason"] == "Unsupported" and event["warning"]
-    assert "served in Standard mode" in event["message"]
-    assert "canaryTrafficPercent" in event["message"]
+    assert "served in ModelMesh mode" in event["message"]
+    assert "canaryTrafficPercent" in event["message"]       # the Knative router's reason
+    assert "drives Standard (RawDeployment) mode" in event["message"]   # the Standard one's
     assert [r.service for r in analyzer.requests] == ["churn"]
     assert reconciler.telemetry.objects_failing._value.get() == 1  # type: ignore[attr-defined]
 
 
 def test_status_shows_it_as_unsupported_with_the_reason() -> None:
-    [row] = status_rows([standard()], datetime(2026, 3, 1, tzinfo=UTC))
+    [row] = status_rows([modelmesh()], datetime(2026, 3, 1, tzinfo=UTC))
     assert (row["name"], row["phase"], row["policy"]) == ("standard", "Unsupported", "fast")
-    assert "served in Standard mode" in row["lastDecision"]
+    assert "served in ModelMesh mode" in row["lastDecision"]
 
 
 def _review(old: dict[str, Any], new: dict[str, Any], operation: str = "UPDATE"
@@ -104,6 +106,6 @@ def test_an_unknown_policy_holds_at_zero() -> None:
 
 def test_the_guard_leaves_an_unsupported_object_alone(store: PolicyStore) -> None:
     store.reload()
-    old = standard()
+    old = modelmesh()
     answer = _guard(store.get("fast"))(_review(old, _deployed(old, "s3://m/v3", None)))
     assert answer["allowed"] and "patch" not in answer
