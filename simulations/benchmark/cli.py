@@ -157,8 +157,9 @@ POLICY_ONLY = {"traffic": "--traffic", "error_rate": "--error-rate", "p50": "--p
                    f"longest that divides the policy's interval; the controller looks every "
                    f"5 s].")
 @click.option("--interval", type=float, default=None,
-              help="How often Rollwise looks, in seconds (a multiple of the tick) "
-                   "[default: the policy's analysis interval, 60].")
+              help="The policy's analysis interval in seconds (a multiple of the tick): "
+                   "the length of a block of evidence; Rollwise looks every tick, as the "
+                   "controller looks every few seconds [default: the policy's, 60].")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help=f"Directory for benchmark[-SUITE].md, .csv and .png [default: "
                    f"{BENCHMARK_OUT}]; with --policy for simulate-POLICY.json and .png "

@@ -1,7 +1,8 @@
 """The judges under comparison. The harness calls each after every tick of simulated
 traffic (60 s by default; ``--tick`` makes it finer); a judge looks at its own cadence -
-Flagger and Kayenta every minute (their analysis interval), Rollwise every
-``analysis.interval`` of its policy, the oracles every tick - and says FAIL (roll back),
+Flagger and Kayenta every minute (their analysis interval), Rollwise and the oracles
+every tick (Rollwise's evidence comes in blocks of the policy's ``analysis.interval``, its
+looks come whenever the controller looks) - and says FAIL (roll back),
 PASS (may advance) or CONTINUE (hold; also what a judge says between its looks).
 
 * ``FlaggerJudge`` - Flagger's built-in checks (pkg/controller/scheduler_metrics.go):
