@@ -229,6 +229,11 @@ def _new_model(previous: RolloutState | None, policy_name: str, policy: PolicySp
                obs: Observation, now: datetime, router: Serving) -> Result:
     """A model spec Rollwise has not rolled out yet (or the first sight of this object)."""
     rollout_id = f"{obs.spec_hash[:12]}-{int(now.timestamp())}"
+    if previous is None and obs.latest_rolled_out is None and obs.latest_created is None:
+        # The serving layer reports no revision yet: nothing to adopt. Adopting nothing
+        # would make the first revision it reports look like a new model's canary (found
+        # by the kill -9 chaos test); the next pass looks again.
+        return Result(None)
     if previous is None and (obs.latest_rolled_out is None or (
             obs.latest_created == obs.latest_rolled_out and obs.canary_percent is None)):
         # Adopt what serves now as the stable baseline: there is nothing to compare with.

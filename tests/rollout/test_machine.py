@@ -274,6 +274,14 @@ def test_a_model_deployed_before_the_adopted_revision_was_reported_rolled_out() 
     assert started is not None and started.baseline_revision == "m-1"
 
 
+def test_nothing_is_adopted_before_the_serving_layer_reports_a_revision() -> None:
+    from dataclasses import replace
+    empty = replace(stable(), latest_rolled_out=None, latest_created=None, latest_ready=None,
+                    traffic=())
+    result = decide(None, "p", POLICY, empty, T0)
+    assert result.state is None and result.traffic is None and result.events == ()
+
+
 def test_analysing_without_a_known_stable_is_missing_data_not_silence() -> None:
     state = progressing().evolve(baseline_revision=None)
     first = decide(state, "p", POLICY, canary_obs(10), T0 + timedelta(minutes=1))
