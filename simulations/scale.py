@@ -9,7 +9,9 @@ each with light traffic. Over a measuring window at each N, read from the contro
   PromQL template for every rollout due in a pass, so neither may grow with N (a pass
   serves the rollouts whose interval is up; with steps that started at different
   seconds those are spread over the ticks, so queries per second are bounded by the
-  templates times the tick rate, whatever N is);
+  templates times the tick rate, whatever N is). Instant queries only: the range query
+  for stable's history (``analysis.history``) comes once per template in a pass where a
+  rollout's evidence starts, so it grows with how many rollouts start, not with N;
 * rollouts judged per second (every analysing rollout once per interval: N / 5 s);
 * seconds per analysis pass and per reconcile pass, controller CPU seconds per pass;
 * the controller's Kubernetes API requests per second.
@@ -109,7 +111,7 @@ def _prometheus_queries(text: str) -> float:
     for family in text_string_to_metric_families(text):
         for s in family.samples:
             if (s.name == "prometheus_http_requests_total"
-                    and s.labels.get("handler", "").startswith("/api/v1/query")):
+                    and s.labels.get("handler", "") == "/api/v1/query"):
                 total += s.value
     return total
 
