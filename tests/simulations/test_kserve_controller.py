@@ -403,7 +403,7 @@ def test_server_normalisation_does_not_cause_a_write_loop(clock: FakeClock) -> N
 # --- the loop, with its threads ------------------------------------------------------------------
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+def wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
