@@ -7,6 +7,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# Test files run on this many workers (pytest-xdist, --dist loadfile: a module's world is
+# shared by its tests); the suite mostly waits on real servers.
+PYTEST_WORKERS ?= 3
 
 .PHONY: all demo test lint unit e2e venv system-deps control-plane schema bench clean
 
@@ -55,7 +58,7 @@ e2e: $(STAMP) system-deps control-plane
 	$(BIN)/pytest -m e2e $(PYTEST_ARGS)
 
 test: $(STAMP) system-deps control-plane lint
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile --durations=25 $(PYTEST_ARGS)
 
 # The statistical benchmark behind the numbers in simulations/results/ (minutes on 2 cores).
 bench: $(STAMP)
