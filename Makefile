@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 # shared by its tests); the suite mostly waits on real servers.
 PYTEST_WORKERS ?= 3
 
-.PHONY: all demo test lint unit e2e venv system-deps control-plane schema bench clean
+.PHONY: all demo test lint unit e2e chaos venv system-deps control-plane schema bench clean
 
 all: test
 
@@ -56,6 +56,10 @@ unit: $(STAMP)
 
 e2e: $(STAMP) system-deps control-plane
 	$(BIN)/pytest -m e2e $(PYTEST_ARGS)
+
+# The chaos suite at full size (`make test` runs a short variant): kill -9 over 20 rollouts.
+chaos: $(STAMP) system-deps control-plane
+	ROLLWISE_CHAOS_ROLLOUTS=20 ROLLWISE_CHAOS_KILLS=20 $(BIN)/pytest -m chaos $(PYTEST_ARGS)
 
 test: $(STAMP) system-deps control-plane lint
 	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile --durations=25 $(PYTEST_ARGS)
