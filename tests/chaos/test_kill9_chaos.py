@@ -74,7 +74,7 @@ LEASE = {"ROLLWISE_LEADER_ELECTION__LEASE_DURATION_SECONDS": "3",
 # At most 4 rollouts run at once (2 cores): more come in waves, each with its share of kills.
 WAVES = max(1, -(-ROLLOUTS // 4))
 RATE_RPS = 120                    # per InferenceService: 100 requests at 10% in about 8 s
-DEADLINE = 120 + 12 * KILLS // WAVES    # seconds from a wave's deploys to its last verdict
+DEADLINE = 180 + 12 * KILLS // WAVES    # seconds from a wave's deploys to its last verdict
 
 AFTERWARDS = 3.0                  # seconds the last controller runs on after the last verdict
 

@@ -38,9 +38,7 @@ spec:
   onInconclusive: {deadline: 150s, action: pause}
   onMissingData: {after: 15s, action: pause}
 """
-# 0.3% errors: a good model is certified below maxRate 5% within a step or two even while
-# the stable's history is too short to say the traffic is not overdispersed.
-GOOD = Behaviour(latency_median_ms=40, latency_sigma=0.3, error_rate=0.003,
+GOOD = Behaviour(latency_median_ms=40, latency_sigma=0.3, error_rate=0.01,
                  prediction_mean=0.5, prediction_sd=0.1)
 ERRORS = Behaviour(latency_median_ms=40, latency_sigma=0.3, error_rate=0.08,
                    prediction_mean=0.5, prediction_sd=0.1)

@@ -48,10 +48,12 @@ def test_prometheus_queries_per_pass_do_not_grow_with_rollouts(
                               binaries=kube_binaries))
     one, four = rows
     assert one.analysis_passes >= 2 and four.analysis_passes >= 2
-    # One batched query per PromQL template, however many rollouts the pass judges (a
-    # query that completes as the window opens or closes can shift one count by one).
-    assert round(one.queries_per_pass) == round(four.queries_per_pass) > 0
-    assert abs(four.queries_per_pass - round(four.queries_per_pass)) <= (
+    # One batched query per PromQL template, however many rollouts the pass judges: four
+    # rollouts cost no more queries per pass than one (a pass in which no rollout needs a
+    # template asks fewer; a query that completes as the window opens or closes can shift
+    # one count by one).
+    assert one.queries_per_pass > 0 and four.queries_per_pass > 0
+    assert four.queries_per_pass <= round(one.queries_per_pass) + (
         1 / four.analysis_passes + 1e-9)
     # Every analysing rollout is judged about once per 5 s interval.
     assert four.judged_per_second > 2.5 * one.judged_per_second
