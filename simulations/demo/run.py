@@ -180,8 +180,8 @@ def run_demo(seed: int = 7, console: Console | None = None) -> int:
                 console.print(f"  canary% is spec.predictor.canaryTrafficPercent; KServe "
                               f"traffic is status's split over revisions {NAME}-predictor-N")
                 time.sleep(3)
-                outcomes = [_roll_out(world, console, V2, 90),
-                            _roll_out(world, console, V3, 60)]
+                outcomes = [_roll_out(world, console, V2, 300),
+                            _roll_out(world, console, V3, 120)]
             _summary(console, outcomes, time.monotonic() - begun)
             ok = outcomes[0].phase == "Succeeded" and outcomes[1].phase == "Failed"
             if not ok:
