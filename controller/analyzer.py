@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -30,7 +31,8 @@ from controller.analysis.types import (
     StepWindow,
 )
 from controller.judging import AnalysisRequest
-from controller.policy.model import DistributionCheck, RatioCheck
+from controller.policy.durations import format_duration
+from controller.policy.model import Analysis, DistributionCheck, RatioCheck
 from controller.providers import HistoryResult, MetricProvider, SeriesResult
 from controller.providers.presets import Part, Series, Template, templates_for
 from controller.rollout.machine import Judgement
@@ -116,6 +118,7 @@ class MetricAnalyzer:
         keep: dict[str, Any] = {}
         closing: dict[str, Any] = {}
         changed = False
+        short: list[tuple[str, _Found]] = []
         for check in analysis.checks:
             ledger = self._ledger(request, check)
             results = {kind: answers[t].get(group, SeriesResult(Quality.ERROR, "no answer"))
@@ -135,8 +138,11 @@ class MetricAnalyzer:
             if quality != Quality.OK:
                 self._on_unusable(quality)
             if looks.needs_history(check, ledger):
-                ledger = self._with_history(check, ledger, plan[check.name], histories, group,
-                                            request, interval)
+                ledger, found = self._with_history(check, ledger, plan[check.name], histories,
+                                                   group, request, interval)
+                changed = True  # kept at once: the range query is asked once per rollout
+                if found.short:
+                    short.append((check.name, found))
             try:
                 if quality not in (Quality.OK, Quality.RESET):
                     raise _Unusable(detail or str(quality))
@@ -168,29 +174,39 @@ class MetricAnalyzer:
                                 and measurements[m].detail == FIRST_SAMPLES))
         return Judgement(outcome, verdict.reason, missing=bool(missing),  # type: ignore[arg-type]
                          evidence=keep, closing=closing,
-                         changed=changed or outcome != "continue")
+                         changed=changed or outcome != "continue",
+                         notice=history_notice(request.baseline_revision, analysis, short))
 
     def _with_history(self, check: looks.Check, ledger: looks.Ledger,
                       templates: Mapping[Series, Template],
                       histories: Mapping[tuple[Template, int], Mapping[str, HistoryResult]],
-                      group: str, request: AnalysisRequest, interval: int) -> looks.Ledger:
+                      group: str, request: AnalysisRequest,
+                      interval: int) -> tuple[looks.Ledger, _Found]:
+        """The ledger with stable's history as its reference, and what was found of it."""
+        wanted = int(request.policy.spec.analysis.history.total_seconds()) // interval
         stable = request.baseline_revision
+
+        def none(result: HistoryResult | None) -> tuple[looks.Ledger, _Found]:
+            why = "no answer" if result is None else (result.detail or str(result.quality))
+            return looks.with_reference(check, ledger, []), _Found(0, wanted, why)
+
         if isinstance(check, RatioCheck):
             total = histories.get((templates["total"], interval), {}).get(group)
             errors = histories.get((templates["errors"], interval), {}).get(group)
             if total is None or total.quality != Quality.OK:
-                return looks.with_reference(check, ledger, [])
+                return none(total)
             n = list(total.values.get(stable, ()))
             e = list(errors.values.get(stable, ())) if errors is not None and (
                 errors.quality == Quality.OK) else [0.0] * len(n)
             pairs = [RatioCounts(min(max(x, 0.0), max(t, 0.0)), max(t, 0.0))
                      for x, t in zip(e, n, strict=False)]
-            return looks.with_reference(check, ledger, pairs)
+            used = sum(1 for p in pairs if p.total > 0)
+            return looks.with_reference(check, ledger, pairs), _Found(used, wanted)
         if isinstance(check, DistributionCheck):
-            return ledger
+            return ledger, _Found(wanted, wanted)
         result = histories.get((templates["histogram"], interval), {}).get(group)
         if result is None or result.quality != Quality.OK:
-            return looks.with_reference(check, ledger, [])
+            return none(result)
         hists = []
         for buckets in result.buckets.get(stable, ()):
             try:
@@ -198,11 +214,45 @@ class MetricAnalyzer:
             except ValueError:
                 continue
         try:
-            return looks.with_reference(check, ledger, hists)
+            used = sum(1 for h in hists if h.total > 0)
+            return looks.with_reference(check, ledger, hists), _Found(used, wanted)
         except ValueError as err:
             log.warning("stable's history unusable for its latency bounds", error=str(err),
                         key=request.key)
-            return looks.with_reference(check, ledger, [])
+            return looks.with_reference(check, ledger, []), _Found(0, wanted, str(err))
+
+
+@dataclass(frozen=True)
+class _Found:
+    """How much of stable's history a check got: intervals with traffic, of those asked."""
+
+    intervals: int
+    wanted: int
+    why: str = ""
+
+    @property
+    def short(self) -> bool:
+        """Fewer than half the intervals asked for: stable's variation is not known yet."""
+        return self.intervals * 2 < self.wanted
+
+
+def history_notice(stable: str, analysis: Analysis,
+                   short: Sequence[tuple[str, _Found]]) -> str | None:
+    """What people are told once per rollout when stable's history is short: the evidence
+    is then weighed as if traffic varied a lot until the rollout's own intervals show how it
+    varies, which costs time and exposure (measured: docs/architecture.md, "history")."""
+    if not short:
+        return None
+    interval = format_duration(analysis.interval)
+    parts = []
+    for name, found in short:
+        why = f": {found.why}" if found.why else ""
+        parts.append(f"{name} {found.intervals} of {found.wanted}{why}")
+    return (f"stable revision {stable} has little history in Prometheus ({interval} "
+            f"intervals with traffic in the last {format_duration(analysis.history)}: "
+            f"{'; '.join(parts)}); until this rollout's own intervals show how its traffic "
+            "varies, the evidence is weighed as if it varied a lot: slower promotion, more "
+            "exposure before a rollback")
 
 
 class _Unusable(ValueError):

@@ -67,6 +67,9 @@ class Judgement:
     # Whether this look is worth a write when nothing else changes: an interval closed.
     # Looks in between (every few seconds) only act when they decide something.
     changed: bool = True
+    # Something people should know about this rollout's evidence, told once as a Normal
+    # Event (stable's history was short, so the evidence is weighed conservatively).
+    notice: str | None = None
 
     @property
     def ending_evidence(self) -> Mapping[str, Any] | None:
@@ -478,7 +481,12 @@ class _Tick:
             return self._pending(gate)
         if state.phase == Phase.WAITING_READY:
             return self._waiting_ready()
-        return self._analysing(judgement)
+        result = self._analysing(judgement)
+        if judgement is None or judgement.notice is None or result.state is None or (
+                result.state.phase.terminal):
+            return result
+        return replace(result, events=(*result.events, Event(
+            "analysisDegraded", "HistoryShort", judgement.notice)))
 
     def _confirm_promotion(self) -> Result:
         """Trust the serving layer's status, not our own write: promoted when it says so."""

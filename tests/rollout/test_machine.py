@@ -484,3 +484,22 @@ def test_invariants_hold_on_any_run(run: list[tuple[Judgement | None, str | None
         if result.handled:
             replay = decide(state, "p", POLICY, obs, now, commands=commands)
             assert replay.handled == ()
+
+
+def test_a_notice_is_told_once_as_a_normal_event_whatever_the_verdict() -> None:
+    note = "stable revision m-1 has little history in Prometheus"
+    for judgement, first_reason in ((replace(WAIT, notice=note), None),
+                                    (replace(MISSING, notice=note), "MetricsMissing"),
+                                    (replace(FAIL, notice=note), "RollingBack")):
+        result = decide(progressing(), "p", POLICY, canary_obs(10),
+                        T0 + timedelta(minutes=3), judgement=judgement)
+        told = [e for e in result.events if e.reason == "HistoryShort"]
+        assert len(told) == 1, judgement
+        assert told[0].message == note and not told[0].warning
+        if first_reason is not None:
+            assert first_reason in [e.reason for e in result.events]
+    recorded = machine.with_event_records(decide(
+        progressing(), "p", POLICY, canary_obs(10), T0 + timedelta(minutes=3),
+        judgement=replace(WAIT, notice=note)))
+    assert recorded.state is not None
+    assert [r.reason for r in recorded.state.last_events] == ["HistoryShort"]
