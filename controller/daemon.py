@@ -2,8 +2,9 @@
 store, the analyzer, the reconciler, leader election, the HTTP servers and the scheduler.
 
 I/O: this is the composition root. apscheduler drives the passes (one job, never
-overlapping, coalesced); watches of the routers' objects wake it early so that a deploy
-is guarded within a second, not a tick. SIGTERM and SIGINT stop it cleanly.
+overlapping, coalesced) over the informer's cache (one LIST, then a watch); every change
+the watch sees wakes it early, so that a deploy is guarded within a second, not a tick.
+SIGTERM and SIGINT stop it cleanly.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from controller.judging import Analyzer
 from controller.kube import sealkey
 from controller.kube.client import KubeObjects, api_client
 from controller.kube.events import KubeEventRecorder
+from controller.kube.informer import CachedObjects
 from controller.kube.leases import KubeLeases
 from controller.kube.webhook import review_response, stamp_commands
 from controller.leader import AlwaysLeader, LeaderElector
@@ -127,9 +129,10 @@ class Daemon:
         # client lists them, and each object goes to the first router that supports it.
         self.routers = ROUTERS
         resource = self.routers[0].resource
-        self.objects = KubeObjects(
+        # One LIST, then a watch: passes read the informer's cache, never the API server.
+        self.objects = CachedObjects(KubeObjects(
             self.api, resource, settings.kubernetes.namespaces,
-            on_api_error=lambda verb: self.telemetry.api_errors.labels(verb).inc())
+            on_api_error=lambda verb: self.telemetry.api_errors.labels(verb).inc()), self.api)
         if settings.leader_election.enabled:
             self.leader: LeaderElector | AlwaysLeader = LeaderElector(
                 KubeLeases(self.api, settings.leader_election), settings.leader_election,

@@ -14,7 +14,8 @@ each with light traffic. Over a measuring window at each N, read from the contro
   rollout's evidence starts, so it grows with how many rollouts start, not with N;
 * rollouts judged per second (every analysing rollout once per interval: N / 5 s);
 * seconds per analysis pass and per reconcile pass, controller CPU seconds per pass;
-* the controller's Kubernetes API requests per second.
+* the controller's Kubernetes API requests per second, and its LISTs of
+  InferenceServices per second (the informer lists once, then watches: none per pass).
 
 I/O: starts servers and a subprocess; everything on loopback, bounded by ``window``.
 """
@@ -81,6 +82,7 @@ class Sample:
     prometheus_queries: float
     cpu_seconds: float
     api_requests: int
+    api_lists: int = 0            # LISTs of InferenceServices (watches not counted)
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,7 @@ class Row:
     reconcile_ms_per_pass: float
     cpu_ms_per_pass: float
     api_requests_per_second: float
+    api_lists_per_second: float = 0.0
 
 
 def _counters(text: str) -> dict[str, float]:
@@ -121,8 +124,10 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _controller_requests(audit_log: Path, user: str) -> int:
-    count = 0
+def _controller_requests(audit_log: Path, user: str) -> tuple[int, int]:
+    """The controller's completed API requests, and among them its LISTs of
+    InferenceServices."""
+    count = lists = 0
     with audit_log.open() as f:
         for line in f:
             if user not in line:
@@ -131,7 +136,9 @@ def _controller_requests(audit_log: Path, user: str) -> int:
             if (event.get("stage") == "ResponseComplete"
                     and event.get("user", {}).get("username") == user):
                 count += 1
-    return count
+                lists += (event.get("verb") == "list" and (event.get("objectRef") or {})
+                          .get("resource") == "inferenceservices")
+    return count, lists
 
 
 def sample(world: World, controller: ControllerProcess) -> Sample:
@@ -141,6 +148,7 @@ def sample(world: World, controller: ControllerProcess) -> Sample:
     cluster = world.cluster
     user = (f"system:serviceaccount:{cluster.controller_namespace}:"
             f"{cluster.controller_service_account}")
+    api_requests, api_lists = _controller_requests(world.audit_log, user)
     return Sample(
         at=time.monotonic(),
         analysis_passes=ours.get("rollwise_analysis_duration_seconds_count", 0.0),
@@ -150,7 +158,8 @@ def sample(world: World, controller: ControllerProcess) -> Sample:
         verdicts=ours.get("rollwise_analysis_verdicts_total", 0.0),
         prometheus_queries=_prometheus_queries(theirs),
         cpu_seconds=_cpu_seconds(controller.process.pid),
-        api_requests=_controller_requests(world.audit_log, user),
+        api_requests=api_requests,
+        api_lists=api_lists,
     )
 
 
@@ -171,6 +180,7 @@ def row(rollouts: int, a: Sample, b: Sample) -> Row:
                                if reconciles else float("nan")),
         cpu_ms_per_pass=1000 * per_pass(b.cpu_seconds - a.cpu_seconds),
         api_requests_per_second=(b.api_requests - a.api_requests) / seconds,
+        api_lists_per_second=(b.api_lists - a.api_lists) / seconds,
     )
 
 
@@ -249,7 +259,7 @@ TABLE_COLUMNS = tuple(Column(header, priority=priority, align="right") for heade
     ("analysing rollouts", 9), ("rollouts judged / s", 3), ("analysis passes", 1),
     ("Prometheus queries / pass", 8), ("Prometheus queries / s", 4),
     ("analysis ms / pass", 6), ("reconcile ms / pass", 7), ("controller CPU ms / pass", 2),
-    ("Kubernetes API requests / s", 5)))
+    ("Kubernetes API requests / s", 5), ("InferenceService LISTs / s", 0)))
 
 
 def table_rows(rows: Sequence[Row]) -> list[tuple[str, ...]]:
@@ -257,7 +267,8 @@ def table_rows(rows: Sequence[Row]) -> list[tuple[str, ...]]:
     return [(str(r.rollouts), f"{r.judged_per_second:.2f}", str(r.analysis_passes),
              f"{r.queries_per_pass:.1f}", f"{r.queries_per_second:.2f}",
              f"{r.analysis_ms_per_pass:.0f}", f"{r.reconcile_ms_per_pass:.0f}",
-             f"{r.cpu_ms_per_pass:.0f}", f"{r.api_requests_per_second:.1f}") for r in rows]
+             f"{r.cpu_ms_per_pass:.0f}", f"{r.api_requests_per_second:.1f}",
+             f"{r.api_lists_per_second:.2f}") for r in rows]
 
 
 def table(rows: Sequence[Row]) -> str:

@@ -41,7 +41,8 @@ from controller.routers.base import Ref
 class Objects(Protocol):
     """The objects of one resource (the one a traffic router drives) in the watched
     namespaces: the slice of the API the reconciler, the CLI and the command writers need.
-    ``KubeObjects`` on the API server, ``FakeObjects`` in memory."""
+    ``KubeObjects`` on the API server, ``CachedObjects`` on an informer's cache of it
+    (what the daemon reads), ``FakeObjects`` in memory."""
 
     def list(self) -> list[Mapping[str, Any]]:
         """Every object in the watched namespaces; KubeError when they cannot be listed."""

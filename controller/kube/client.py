@@ -1,6 +1,7 @@
 """The Kubernetes client: connecting exactly as any client does (a kubeconfig, or the pod's
 service account in-cluster), and ``KubeObjects``, the ``Objects`` of one resource (list,
-get, merge-patch, and a watch that wakes the reconciler). Thin: no decisions here.
+get, merge-patch) straight from the API server; the daemon reads through the informer's
+cache on top of it (``controller.kube.informer``). Thin: no decisions here.
 
 Every failure leaves as ``controller.errors``' tree (``Conflict``, ``Rejected``,
 ``KubeError`` with the HTTP status), naming the object, chained with ``from``: callers
@@ -12,13 +13,12 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import os
-import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import structlog
 import urllib3.exceptions
-from kubernetes import client, config, watch
+from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from controller.errors import Conflict, KubeConfigError, KubeError, Rejected
@@ -104,7 +104,7 @@ class KubeObjects:
                  on_api_error: Callable[[str], None] | None = None) -> None:
         self._api = client.CustomObjectsApi(api_client)
         self.resource = resource
-        self._namespaces = namespaces
+        self.namespaces = list(namespaces)
         self._on_api_error = on_api_error or (lambda verb: None)
 
     def _call(self, verb: str, what: str, fn: Callable[..., Any], *args: Any,
@@ -123,13 +123,13 @@ class KubeObjects:
 
     def list(self) -> list[Mapping[str, Any]]:
         r = self.resource
-        if not self._namespaces:
+        if not self.namespaces:
             result = self._call("list", f"{r.plural} in all namespaces",
                                 self._api.list_cluster_custom_object, r.group, r.version,
                                 r.plural)
             return list(result.get("items", []))
         items: list[Mapping[str, Any]] = []
-        for namespace in self._namespaces:
+        for namespace in self.namespaces:
             result = self._call("list", f"{r.plural} in namespace {namespace}",
                                 self._api.list_namespaced_custom_object, r.group, r.version,
                                 namespace, r.plural)
@@ -168,38 +168,6 @@ class KubeObjects:
             "patch", f"{r.kind} {namespace}/{name}", self._api.patch_namespaced_custom_object,
             r.group, r.version, namespace, r.plural, name, patch, expected=(409,))
         return result
-
-    def watch_forever(self, wake: Callable[[], None], stop: threading.Event) -> None:
-        """Wake the reconciler on every change, so a deploy is seen within seconds rather
-        than at the next tick. Restarts the watch on errors and on 410 Gone."""
-        namespaces: list[str | None] = list(self._namespaces) or [None]
-        threads = [threading.Thread(target=self._watch_one, args=(ns, wake, stop), daemon=True,
-                                    name=f"watch-{ns or 'all'}") for ns in namespaces]
-        for thread in threads:
-            thread.start()
-
-    def _watch_one(self, namespace: str | None, wake: Callable[[], None],
-                   stop: threading.Event) -> None:
-        group, version, plural = self.resource.group, self.resource.version, self.resource.plural
-        while not stop.is_set():
-            watcher = watch.Watch()
-            try:
-                if namespace is None:
-                    stream = watcher.stream(self._api.list_cluster_custom_object, group,
-                                            version, plural, timeout_seconds=60)
-                else:
-                    stream = watcher.stream(self._api.list_namespaced_custom_object, group,
-                                            version, namespace, plural, timeout_seconds=60)
-                for _event in stream:
-                    wake()
-                    if stop.is_set():
-                        break
-            except Exception as err:  # the watch is only a wake-up; the tick lists anyway
-                log.warning("watch interrupted; restarting", namespace=namespace,
-                            error=str(err))
-                stop.wait(2.0)
-            finally:
-                watcher.stop()
 
 
 def _api_message(err: ApiException) -> str:

@@ -15,16 +15,16 @@ from simulations.scale import Sample
 
 
 def _sample(at: float, passes: float, queries: float, verdicts: float, cpu: float,
-            api: int) -> Sample:
+            api: int, lists: int = 0) -> Sample:
     return Sample(at=at, analysis_passes=passes, analysis_seconds=passes * 0.02,
                   reconcile_passes=passes * 2, reconcile_seconds=passes * 0.05,
                   verdicts=verdicts, prometheus_queries=queries, cpu_seconds=cpu,
-                  api_requests=api)
+                  api_requests=api, api_lists=lists)
 
 
 def test_rows_are_deltas_per_pass_and_per_second() -> None:
-    row = scale.row(10, _sample(100.0, 3, 40, 7, 1.0, 50),
-                    _sample(130.0, 13, 80, 67, 1.5, 140))
+    row = scale.row(10, _sample(100.0, 3, 40, 7, 1.0, 50, 1),
+                    _sample(130.0, 13, 80, 67, 1.5, 140, 4))
     assert row.analysis_passes == 10
     assert row.queries_per_pass == 4.0
     assert row.queries_per_second == pytest.approx(40 / 30)
@@ -33,7 +33,8 @@ def test_rows_are_deltas_per_pass_and_per_second() -> None:
     assert row.reconcile_ms_per_pass == pytest.approx(25.0)
     assert row.cpu_ms_per_pass == pytest.approx(50.0)
     assert row.api_requests_per_second == pytest.approx(3.0)
-    assert "| 10 | 2.00 | 10 | 4.0 | 1.33 | 20 | 25 | 50 | 3.0 |" in scale.table([row])
+    assert row.api_lists_per_second == pytest.approx(0.1)
+    assert "| 10 | 2.00 | 10 | 4.0 | 1.33 | 20 | 25 | 50 | 3.0 | 0.10 |" in scale.table([row])
 
 
 def test_a_window_without_passes_says_so_instead_of_dividing_by_zero() -> None:
@@ -57,6 +58,9 @@ def test_prometheus_queries_per_pass_do_not_grow_with_rollouts(
         1 / four.analysis_passes + 1e-9)
     # Every analysing rollout is judged about once per 5 s interval.
     assert four.judged_per_second > 2.5 * one.judged_per_second
+    # Passes read the informer's cache: no LIST of InferenceServices in either window
+    # (before the informer, one per pass: a pass a second at least).
+    assert one.api_lists_per_second == 0 and four.api_lists_per_second == 0
 
 
 def test_on_a_terminal_the_load_table_is_laid_out_for_its_width(
