@@ -87,6 +87,11 @@ class PrometheusProvider:
             return f"no answer within {self._timeout:g}s (timed out)"
         if isinstance(err, requests.ConnectionError):
             return f"cannot connect to Prometheus ({type(err).__name__})"
+        if isinstance(err, requests.exceptions.RetryError):
+            # Answers in the retried statuses (502, 503, 504) every time; the text of the
+            # error is mostly the query's URL, which hid the status (found by the fault chaos).
+            reason = getattr(err.args[0], "reason", None) if err.args else None
+            return f"Prometheus kept answering with an error ({reason or 'retries exhausted'})"
         return str(err)[:300]
 
 
