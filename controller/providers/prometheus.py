@@ -92,6 +92,8 @@ class PrometheusProvider:
             # error is mostly the query's URL, which hid the status (found by the fault chaos).
             reason = getattr(err.args[0], "reason", None) if err.args else None
             return f"Prometheus kept answering with an error ({reason or 'retries exhausted'})"
+        if isinstance(err, ValueError):   # the body did not parse as JSON
+            return f"the answer is not Prometheus JSON ({str(err)[:200]})"
         return str(err)[:300]
 
 

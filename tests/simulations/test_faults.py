@@ -211,7 +211,7 @@ def test_unknown_mode_and_bad_upstream_are_refused(proxy: FaultProxy) -> None:
 
 # What the controller's provider reports for each fault: missing data naming the cause.
 CAUSES = {"refuse": "cannot connect to Prometheus", "error": "too many 503 error responses",
-          "nan": "query returned NaN or Inf", "garbage": "query failed",
+          "nan": "query returned NaN or Inf", "garbage": "not Prometheus JSON",
           "slow": "timed out"}
 
 
