@@ -257,3 +257,52 @@ class FaultProxy:
         request.end_headers()
         request.wfile.write(body)
         request.close_connection = True
+
+
+class Blackhole:
+    """A TCP service that accepts connections and never answers (a partitioned or wedged
+    server: MLMD's gRPC service, say): every call to it runs into its client's deadline.
+    ``with Blackhole() as hole:`` then point the client at ``hole.port``. Bounded: at most
+    ``max_connections`` are held (more are closed at once), all are closed on exit, and it
+    stops by itself after ``max_seconds``."""
+
+    def __init__(self, *, max_connections: int = 64, max_seconds: float = 600.0) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.2)
+        self.port = int(self._listener.getsockname()[1])
+        self._max = max_connections
+        self._held: list[socket.socket] = []
+        self._stopped = threading.Event()
+        self._deadline = time.monotonic() + max_seconds
+        self._thread = threading.Thread(target=self._accept, name="blackhole", daemon=True)
+        self.accepted = 0
+
+    def _accept(self) -> None:
+        while not self._stopped.is_set() and time.monotonic() < self._deadline:
+            try:
+                connection, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+            self.accepted += 1
+            if len(self._held) >= self._max:
+                connection.close()
+            else:
+                self._held.append(connection)
+        self._close()
+
+    def _close(self) -> None:
+        self._listener.close()
+        for connection in self._held:
+            connection.close()
+        self._held.clear()
+
+    def __enter__(self) -> Blackhole:
+        self._thread.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._stopped.set()
+        self._thread.join(timeout=5)

@@ -4,7 +4,9 @@ provider makes of each fault (the cause it reports)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -19,7 +21,14 @@ from controller.providers import Quality
 from controller.providers.presets import Part, Template
 from controller.providers.prometheus import PrometheusProvider
 from controller.settings import PrometheusSettings
-from simulations.faults import ERROR_BODY, FAULTS, GARBAGE_BODY, FaultProxy, nan_answer
+from simulations.faults import (
+    ERROR_BODY,
+    FAULTS,
+    GARBAGE_BODY,
+    Blackhole,
+    FaultProxy,
+    nan_answer,
+)
 
 VECTOR = (b'{"status":"success","data":{"resultType":"vector","result":['
           b'{"metric":{"rollwise_group":"0","revision":"r1"},"value":[1700000000,"41"]},'
@@ -231,3 +240,19 @@ def test_the_controller_provider_reports_each_fault_as_an_error_naming_it(
     proxy.set_mode("pass")
     assert provider.fetch(template, [part], now)["0"].quality == Quality.OK
     assert json.loads(ERROR_BODY)["status"] == "error"
+
+
+def test_the_blackhole_accepts_and_never_answers_then_closes_everything() -> None:
+    with Blackhole(max_connections=1) as hole:
+        held = socket.create_connection(("127.0.0.1", hole.port), timeout=2)
+        held.sendall(b"GET / HTTP/1.1\r\n\r\n")
+        with pytest.raises(TimeoutError):
+            held.settimeout(0.5)
+            held.recv(1)
+        extra = socket.create_connection(("127.0.0.1", hole.port), timeout=2)
+        assert extra.recv(1) == b""   # beyond the limit: closed at once
+        assert hole.accepted == 2
+    with contextlib.suppress(ConnectionResetError):   # reset: it had unread bytes
+        assert held.recv(1) == b""    # closed on exit
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", hole.port), timeout=2)
