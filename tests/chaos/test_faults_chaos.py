@@ -50,8 +50,8 @@ from controller.kube.annotations import (
     STATE_ANNOTATION,
 )
 from controller.rollout.state import Phase, RolloutState
-from simulations.controller_process import ControllerProcess, free_port
-from simulations.faults import FAULTS, FaultProxy
+from simulations.controller_process import ControllerProcess
+from simulations.faults import FAULTS, Blackhole, FaultProxy
 from simulations.kube.build import Binaries
 from simulations.world import World, WorldConfig
 from tests.e2e.rollouts import (
@@ -320,11 +320,13 @@ def test_mlmd_down_and_bad_annotations_beside_a_healthy_rollout(
     started = time.monotonic()
     policies = write_policy(tmp_path / "policies", _policy())
     write_policy(policies, GATED_POLICY, name="gated")
-    mlmd_down = {"ROLLWISE_MLMD__BACKEND": "grpc", "ROLLWISE_MLMD__GRPC_HOST": "127.0.0.1",
-                 "ROLLWISE_MLMD__GRPC_PORT": str(free_port())}   # nothing listens there
     readyz: list[int] = []
-    with ControllerProcess(world, policies, tmp_path / "controller.log",
-                           env=mlmd_down) as controller:
+    # MLMD's gRPC service wedged: it accepts connections and never answers, so every
+    # lineage call, the gate's read included, runs into its deadline.
+    with Blackhole(max_seconds=300) as mlmd, ControllerProcess(
+            world, policies, tmp_path / "controller.log",
+            env={"ROLLWISE_MLMD__BACKEND": "grpc", "ROLLWISE_MLMD__GRPC_HOST": "127.0.0.1",
+                 "ROLLWISE_MLMD__GRPC_PORT": str(mlmd.port)}) as controller:
         names = {"steady": "e2e", "gated": "gated"} | dict.fromkeys(BAD, "e2e")
         for name, policy in names.items():
             world.create_isvc(NAMESPACE, name, f"s3://m/{name}/v1", policy=policy)
@@ -334,8 +336,21 @@ def test_mlmd_down_and_bad_annotations_beside_a_healthy_rollout(
         _corrupt(world, controller)
         traffic = [world.start_traffic(NAMESPACE, n, 120, max_seconds=180)
                    for n in ("steady", "forged", "gated")]
-        for name in ("steady", "forged", "gated"):
+        # The gated model first: its rollout waits on the gate, asked at every pass.
+        deploy(world, "gated", "s3://m/gated/v2")
+        wait_for(lambda: (s := state_of(world, "gated")) is not None
+                 and s.storage_uri == "s3://m/gated/v2", TAKEN_UP_WITHIN, "gated's rollout",
+                 controller.tail)
+        time.sleep(1)
+        deployed = time.monotonic()
+        for name in ("steady", "forged"):
             deploy(world, name, f"s3://m/{name}/v2")
+        for name in ("steady", "forged"):   # the pass does not wait on lineage
+            wait_for(lambda name=name: (s := state_of(world, name)) is not None
+                     and s.storage_uri == f"s3://m/{name}/v2", TAKEN_UP_WITHIN,
+                     f"the controller to take up {name}'s deploy while MLMD hangs",
+                     controller.tail)
+        taken_up = time.monotonic() - deployed
         gated_canary: set[Any] = set()
         forged_seen = False
 
@@ -364,7 +379,9 @@ def test_mlmd_down_and_bad_annotations_beside_a_healthy_rollout(
     flooded = world.get_isvc(NAMESPACE, "flooded")["metadata"].get("annotations") or {}
     lineage_errors = _metric(metrics, "rollwise_lineage_write_errors_total")
     with capsys.disabled():
-        print(f"\nMLMD down and bad annotations: steady {steady.phase}, forged {forged.phase}, "
+        print(f"\nMLMD down and bad annotations: deploys taken up in {taken_up:.1f} s while "
+              f"MLMD hangs ({mlmd.accepted} connections to it); steady {steady.phase}, "
+              f"forged {forged.phase}, "
               f"gated {gated.phase} at canary {sorted(gated_canary, key=str)}; "
               f"{lineage_errors:.0f} lineage write errors, "
               f"{_metric(metrics, 'rollwise_lineage_pending'):.0f} snapshots pending; "
