@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -74,11 +75,14 @@ SLOW_SECONDS = 3.0         # the slow fault's delay: longer than the query deadl
 TAKEN_UP_WITHIN = 6.0      # seconds for a deploy to be taken up while queries hang
 FORGED_URI = "s3://attacker/model"
 FORGED_ACCOUNT = "cluster-admin-sa"
-MODELS = {"s3://m/forged/v2": ERRORS}
+BROKEN = replace(ERRORS, error_rate=0.5)
+MODELS = {"s3://m/forged/v2": BROKEN}
 
 
 # The e2e policy made short: one analysed step (50%, the one that must be certified before
-# promotion), one check, and onFailure.restorePreviousSpec (for the forged spec).
+# promotion), one check whose guard (10%) a good model (1% errors) is quickly shown to be
+# under and a broken one (50%) quickly shown to be over, and onFailure.restorePreviousSpec
+# (for the forged spec).
 POLICY_TEXT = """\
 apiVersion: rollwise.io/v1alpha1
 kind: RolloutPolicy
@@ -91,7 +95,7 @@ spec:
     interval: 3s
     warmup: {duration: 6s}
     alpha: 0.05
-    checks: [{name: error-rate, kind: ratio, tolerance: 0.5, maxRate: 0.05}]
+    checks: [{name: error-rate, kind: ratio, tolerance: 0.5, maxRate: 0.1}]
   onInconclusive: {deadline: 150s, action: pause}
   onMissingData: {after: 15s, action: pause}
   onFailure: {restorePreviousSpec: true}
