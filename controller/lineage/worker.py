@@ -253,6 +253,8 @@ class GateFromLineage:
         read = self._reads.get(uri)
         fresh = read is None
         if read is None:
+            if len(self._reads) >= self._max_entries:   # models no longer asked about
+                self._reads = {k: f for k, f in self._reads.items() if not f.done()}
             read = self._reads[uri] = self._read(uri)
         try:
             evaluation = read.result(timeout=self._wait if fresh else 0)

@@ -71,3 +71,16 @@ def test_a_read_that_fails_late_is_never_a_pass_and_is_read_again(
     store.release.set()
     _until(lambda: gates.evaluate(item, conservative) is None and store.reads >= 2)
     assert store.reads >= 2
+
+
+def test_reads_of_models_no_longer_asked_about_are_forgotten(
+        conservative: RolloutPolicy) -> None:
+    store = Wedged(None)
+    gates = GateFromLineage(store, wait_seconds=0.0, max_entries=3)
+    for i in range(3):   # each asked once, then superseded before its answer was taken
+        assert gates.evaluate(managed(f"s3://m/v{i}"), conservative) is None
+    store.release.set()
+    _until(lambda: store.reads == 3)
+    time.sleep(0.2)
+    gates.evaluate(managed("s3://m/v3"), conservative)
+    assert set(gates._reads) <= {"s3://m/v3"}
