@@ -364,6 +364,9 @@ class _Handler(BaseHTTPRequestHandler):
             raise Refused(413, f"request body over {limit} bytes", "too-large")
         if self._expect_continue and length:
             self._write(_CONTINUE)
+        # The head's budget (MAX_HEAD) was armed for the request line and headers; the body
+        # has its own, the length just checked against the route's limit.
+        self._reader.arm(self._deadline, length)
         body = self.rfile.read(length) if length else b""
         if len(body) < length:
             self.close_connection = True

@@ -9,8 +9,9 @@ an MLMD outage must never lose a record or let a model through:
   upsert), so nothing is lost and the queue is bounded by the number of rollouts. A
   thread writes them, retrying with capped exponential backoff while the store is
   unavailable; when it returns, every pending rollout is caught up.
-- ``GateFromLineage`` answers "not known yet" (None) while the store is unavailable:
-  the model keeps 0% traffic and the reconciler asks again next tick. Never a pass.
+- ``GateFromLineage`` answers "not known yet" (None) while the store is unavailable or
+  has not answered within ``wait_seconds`` (the read goes on in the background): the
+  model keeps 0% traffic and the reconciler asks again next tick. Never a pass.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -192,18 +195,27 @@ class _Cached:
 
 class GateFromLineage:
     """The reconciler's ``GateEvaluator`` on a ``LineageStore``. Evaluations are cached
-    briefly, so a model waiting for its revision does not query MLMD every tick."""
+    briefly, so a model waiting for its revision does not query MLMD every tick.
+
+    The pass never waits on lineage for longer than ``wait_seconds``: the read runs on a
+    worker thread, and a read not answered by then is "not known yet" (None, the model
+    stays at 0%); a later pass takes its answer. A wedged MLMD (connections accepted, never
+    answered) used to hold every pass for the store's whole deadline (10 s), delaying every
+    other object's deploy guard and rollback; found by tests/chaos/test_faults_chaos.py."""
 
     def __init__(self, store: EvaluationReader, *, ttl_seconds: float = 30.0,
-                 clock: Callable[[], float] = time.monotonic, max_entries: int = 1024) -> None:
-        if ttl_seconds < 0 or max_entries < 1:
-            raise ValueError(f"need ttl_seconds >= 0 and max_entries >= 1, got "
-                             f"{ttl_seconds!r} and {max_entries!r}")
+                 clock: Callable[[], float] = time.monotonic, max_entries: int = 1024,
+                 wait_seconds: float = 0.5) -> None:
+        if ttl_seconds < 0 or max_entries < 1 or wait_seconds < 0:
+            raise ValueError(f"need ttl_seconds >= 0, max_entries >= 1 and wait_seconds >= 0, "
+                             f"got {ttl_seconds!r}, {max_entries!r} and {wait_seconds!r}")
         self._store = store
         self._ttl = ttl_seconds
         self._clock = clock
         self._max_entries = max_entries
+        self._wait = wait_seconds
         self._cache: dict[str, _Cached] = {}
+        self._reads: dict[str, Future[Evaluation | None]] = {}   # at most one per model
 
     def evaluate(self, managed: Managed, policy: RolloutPolicy) -> GateResult | None:
         """The gate for the model being rolled out; None while lineage is unavailable."""
@@ -216,6 +228,11 @@ class GateFromLineage:
                                      "evaluation could be read")
         try:
             evaluation = self._evaluation(uri)
+        except _StillReading:
+            log.warning("lineage has not answered yet; the pre-rollout gate waits",
+                        namespace=managed.namespace, name=managed.name, model=uri,
+                        waited_seconds=self._wait)
+            return None
         except LineageUnavailable as err:
             log.warning("lineage unavailable; the pre-rollout gate waits",
                         namespace=managed.namespace, name=managed.name, model=uri,
@@ -233,9 +250,39 @@ class GateFromLineage:
         cached = self._cache.get(uri)
         if cached is not None and cached.expires > now:
             return cached.evaluation
-        evaluation = self._store.evaluation(uri)
+        read = self._reads.get(uri)
+        fresh = read is None
+        if read is None:
+            if len(self._reads) >= self._max_entries:   # models no longer asked about
+                self._reads = {k: f for k, f in self._reads.items() if not f.done()}
+            read = self._reads[uri] = self._read(uri)
+        try:
+            evaluation = read.result(timeout=self._wait if fresh else 0)
+        except FutureTimeout:
+            raise _StillReading from None
+        finally:
+            if read.done():
+                self._reads.pop(uri, None)   # answered or failed: the next ask reads again
         self._cache = {k: v for k, v in self._cache.items() if v.expires > now}
         while len(self._cache) >= self._max_entries:
             self._cache.pop(next(iter(self._cache)))
         self._cache[uri] = _Cached(now + self._ttl, evaluation)
         return evaluation
+
+    def _read(self, uri: str) -> Future[Evaluation | None]:
+        """Read on a daemon thread (one per model being read; a read ends at the store's
+        deadline), so that neither the pass nor the process's exit waits on it."""
+        future: Future[Evaluation | None] = Future()
+
+        def read() -> None:
+            try:
+                future.set_result(self._store.evaluation(uri))
+            except BaseException as err:   # handed to the pass that asks next
+                future.set_exception(err)
+
+        threading.Thread(target=read, name="gate-read", daemon=True).start()
+        return future
+
+
+class _StillReading(Exception):
+    """The evaluation is being read; not known yet."""

@@ -87,6 +87,13 @@ class PrometheusProvider:
             return f"no answer within {self._timeout:g}s (timed out)"
         if isinstance(err, requests.ConnectionError):
             return f"cannot connect to Prometheus ({type(err).__name__})"
+        if isinstance(err, requests.exceptions.RetryError):
+            # Answers in the retried statuses (502, 503, 504) every time; the text of the
+            # error is mostly the query's URL, which hid the status (found by the fault chaos).
+            reason = getattr(err.args[0], "reason", None) if err.args else None
+            return f"Prometheus kept answering with an error ({reason or 'retries exhausted'})"
+        if isinstance(err, ValueError):   # the body did not parse as JSON
+            return f"the answer is not Prometheus JSON ({str(err)[:200]})"
         return str(err)[:300]
 
 

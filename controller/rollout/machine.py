@@ -25,6 +25,7 @@ Also here, as rules rather than reconciler code: when the pre-rollout gate is as
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -190,13 +191,16 @@ def gate_due(state: RolloutState | None, policy: PolicySpec, obs: Observation) -
 def with_event_records(result: Result) -> Result:
     """The result with its Events kept in the state it commits (replacing the previous
     transition's): what a restart needs to record an Event it missed. Each Event's key is
-    derived from the rollout, the reason, the step and the moment of the transition, so
-    recording it again is a no-op."""
+    derived from the rollout, the reason, the step, the moment of the transition and the
+    message, so recording it again is a no-op, while an Event that happens again in the
+    same phase with another message (a second hold for missing data, with another cause)
+    is an Event of its own, not a 409 that loses it."""
     state = result.state
     if state is None:
         return result
     records = tuple(
-        EventRecord(key=f"{state.id}:{e.reason}:{state.step}:{state.phase_since.isoformat()}",
+        EventRecord(key=f"{state.id}:{e.reason}:{state.step}:{state.phase_since.isoformat()}"
+                        f":{hashlib.sha256(e.message.encode()).hexdigest()[:12]}",
                     reason=e.reason, message=e.message[:MAX_EVENT_MESSAGE], warning=e.warning)
         for e in result.events)
     return replace(result, state=state.evolve(last_events=records))
