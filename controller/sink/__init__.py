@@ -1,0 +1,7 @@
+"""The prediction sink (``rollwise prediction-sink``): KServe payload-logger CloudEvents in,
+per-revision prediction histograms out, for the drift checks (docs/prediction-sink.md).
+
+``events`` (pure: the CloudEvents and their predictions), ``revisions`` (pod -> revision
+from the API server), ``histograms`` (bounded, exported), ``server`` (the HTTP receiver),
+``model_helper`` (the same histogram from inside a KServe Python model).
+"""

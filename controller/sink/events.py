@@ -1,0 +1,243 @@
+"""KServe payload-logger CloudEvents -> the predictions they carry.
+
+Pure: headers and body in, a ``LoggedEvent`` or ``EventUnreadable`` out; no I/O.
+
+What the KServe agent sends (kserve/kserve ``pkg/logger/handler.go``, ``worker.go``,
+``types.go``; ``pkg/webhook/admission/pod/agent_injector.go``): one CloudEvent 1.0 per
+logged request (type ``org.kubeflow.serving.inference.request``) and, when the model
+answered 200, one per response (``org.kubeflow.serving.inference.response``), both with
+the same ``id`` (the request's ``Ce-Id`` header, else a fresh UUID), in *binary* mode
+(``ce-*`` headers, the payload as the body, ``Content-Type`` the request's). ``source`` is
+the pod's name (the injector passes ``--source-uri <pod name>``); the extensions
+``inferenceservicename``, ``namespace``, ``component`` and ``endpoint`` come from the
+pod's labels and namespace. Structured mode (``application/cloudevents+json``, with
+``data`` or ``data_base64``) is accepted as well: a relay (Knative Eventing, a broker) may
+re-encode the event.
+
+Predictions are read from response bodies only:
+
+- KServe v1: ``{"predictions": [...]}``, one scalar per instance.
+- Open Inference Protocol v2: ``{"outputs": [{"name", "datatype", "shape", "data"}]}``;
+  the output named by ``output`` (else the first), one scalar per row (``shape`` ``[n]`` or
+  ``[n, 1]``; ``data`` flat or nested by row).
+
+A number is a numeric prediction (a score, a regression value); a string or a boolean is a
+class label (``BYTES``/``BOOL`` outputs). A prediction that is itself a vector (class
+probabilities) is refused (``not-scalar``): export the score you want to watch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Literal
+
+from cloudevents.exceptions import GenericException
+from cloudevents.http import from_http
+
+from controller.errors import RollwiseError
+
+REQUEST_TYPE = "org.kubeflow.serving.inference.request"
+RESPONSE_TYPE = "org.kubeflow.serving.inference.response"
+KIND_OF_TYPE: Mapping[str, Literal["request", "response"]] = {
+    REQUEST_TYPE: "request", RESPONSE_TYPE: "response"}
+#: The extensions the KServe agent sets (lowercase alphanumeric, as CloudEvents requires).
+EXTENSIONS = ("inferenceservicename", "namespace", "component", "endpoint")
+MAX_PREDICTIONS = 10_000
+MAX_LABEL = 64     # longest class label kept as a label value
+
+Prediction = float | str
+
+
+class Cause(StrEnum):
+    """Why an event could not be read; a label value of the sink's counters."""
+
+    NOT_A_CLOUDEVENT = "not-a-cloudevent"
+    UNKNOWN_TYPE = "unknown-type"
+    MISSING_ATTRIBUTE = "missing-attribute"
+    BAD_JSON = "bad-json"
+    NO_PREDICTIONS = "no-predictions"
+    NOT_SCALAR = "not-scalar"
+    TOO_MANY = "too-many-predictions"
+
+
+class EventUnreadable(RollwiseError):
+    """A request to the sink that is not a readable KServe logger event. ``cause`` says
+    why (a ``Cause``), the message names the event (its id and source, when known)."""
+
+    def __init__(self, cause: Cause, detail: str, event: str = "") -> None:
+        super().__init__(f"event {event or '<unnamed>'}: {cause.value}: {detail}")
+        self.cause = cause
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class LoggedEvent:
+    """One logger event: who sent it and, for a response, its predictions."""
+
+    id: str
+    kind: Literal["request", "response"]
+    pod: str
+    namespace: str
+    inferenceservice: str
+    component: str
+    endpoint: str
+    predictions: tuple[Prediction, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return f"{self.id} from {self.namespace}/{self.pod}"
+
+
+def parse(headers: Mapping[str, str], body: bytes, *, output: str | None = None,
+          max_predictions: int = MAX_PREDICTIONS) -> LoggedEvent:
+    """The event an HTTP request carries (binary or structured mode)."""
+    try:
+        event = from_http(dict(headers), body, data_unmarshaller=_identity)
+    except GenericException as err:
+        raise EventUnreadable(Cause.NOT_A_CLOUDEVENT, _first_line(str(err))) from err
+    attributes = event.get_attributes()
+    name = f"{attributes.get('id', '')} from {attributes.get('source', '')}".strip()
+    kind = KIND_OF_TYPE.get(str(attributes.get("type", "")))
+    if kind is None:
+        raise EventUnreadable(Cause.UNKNOWN_TYPE,
+                              f"type {str(attributes.get('type'))[:80]!r} is not a KServe "
+                              f"inference request or response", name)
+    values = {key: str(attributes.get(key) or "") for key in ("id", "source", *EXTENSIONS)}
+    absent = [key for key in ("id", "source", "namespace") if not values[key]]
+    if absent:
+        raise EventUnreadable(Cause.MISSING_ATTRIBUTE, f"no {', '.join(absent)}", name)
+    predictions: tuple[Prediction, ...] = ()
+    if kind == "response":
+        try:
+            predictions = predictions_of(_json(event.data), output=output,
+                                         limit=max_predictions)
+        except EventUnreadable as err:
+            raise EventUnreadable(err.cause, err.detail, name) from None
+    return LoggedEvent(values["id"], kind, values["source"], values["namespace"],
+                       values["inferenceservicename"], values["component"],
+                       values["endpoint"], predictions)
+
+
+def predictions_of(payload: object, *, output: str | None = None,
+                   limit: int = MAX_PREDICTIONS) -> tuple[Prediction, ...]:
+    """The scalar predictions of a v1 or v2 response body (already JSON-decoded)."""
+    if not isinstance(payload, dict):
+        raise EventUnreadable(Cause.NO_PREDICTIONS, "the body is not a JSON object")
+    if "predictions" in payload:
+        rows = payload["predictions"]
+        if not isinstance(rows, list):
+            raise EventUnreadable(Cause.NO_PREDICTIONS, "predictions is not a list")
+    elif "outputs" in payload:
+        rows = _v2_rows(payload["outputs"], output)
+    else:
+        raise EventUnreadable(Cause.NO_PREDICTIONS, "neither predictions (v1) nor outputs (v2)")
+    if len(rows) > limit:
+        raise EventUnreadable(Cause.TOO_MANY, f"{len(rows)} predictions, at most {limit}")
+    return tuple(_scalar(row) for row in rows)
+
+
+def _v2_rows(outputs: object, wanted: str | None) -> list[Any]:
+    if not isinstance(outputs, list) or not outputs or not all(
+            isinstance(o, dict) for o in outputs):
+        raise EventUnreadable(Cause.NO_PREDICTIONS, "outputs is not a list of tensors")
+    chosen = outputs[0] if wanted is None else next(
+        (o for o in outputs if o.get("name") == wanted), None)
+    if chosen is None:
+        names = [str(o.get("name"))[:40] for o in outputs[:5]]
+        raise EventUnreadable(Cause.NO_PREDICTIONS, f"no output named {wanted!r} in {names}")
+    data, shape = chosen.get("data"), chosen.get("shape")
+    if not isinstance(data, list):
+        raise EventUnreadable(Cause.NO_PREDICTIONS, f"output {chosen.get('name')!r} has no data")
+    if isinstance(shape, list) and len(shape) > 1 and any(
+            not isinstance(d, int) or d != 1 for d in shape[1:]):
+        raise EventUnreadable(Cause.NOT_SCALAR, f"output {chosen.get('name')!r} has shape "
+                                                f"{shape[:4]}: more than one value per row")
+    # Some servers nest data by row ([[0.1], [0.9]]): one value per row unwraps.
+    return [row[0] if isinstance(row, list) and len(row) == 1 else row for row in data]
+
+
+def _scalar(value: object) -> Prediction:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        number = float(value)
+        if not math.isfinite(number):
+            raise EventUnreadable(Cause.NOT_SCALAR, f"prediction {value!r} is not finite")
+        return number
+    if isinstance(value, str):
+        return value[:MAX_LABEL]
+    raise EventUnreadable(Cause.NOT_SCALAR,
+                          f"a prediction is a {type(value).__name__}, not a number or a label")
+
+
+def _json(data: object) -> object:
+    """The event's data as JSON: the body (binary mode), the bytes of ``data_base64``, or
+    ``data`` re-encoded as JSON text by the SDK (structured mode)."""
+    if isinstance(data, dict | list):
+        return data
+    if data is None:
+        raise EventUnreadable(Cause.BAD_JSON, "the response event has no data")
+    if isinstance(data, str):
+        data = data.encode()
+    if not isinstance(data, bytes | bytearray):
+        raise EventUnreadable(Cause.BAD_JSON, f"data is a {type(data).__name__}")
+    try:
+        value = json.loads(data)
+        # Structured mode: the SDK hands ``data`` back as JSON text; a relay that put the
+        # payload in as a string (not conformant, but seen) is decoded once more.
+        return json.loads(value) if isinstance(value, str) else value
+    except (UnicodeDecodeError, ValueError) as err:
+        raise EventUnreadable(Cause.BAD_JSON, _first_line(str(err))) from err
+
+
+def _identity(data: Any) -> Any:
+    # The SDK decodes data_base64 itself; a binary body stays bytes.
+    return data
+
+
+def _first_line(text: str) -> str:
+    return text.splitlines()[0][:200] if text else ""
+
+
+class Pairing:
+    """Responses paired with their requests by (pod, id), in a bounded table.
+
+    A request waits for its response at most ``timeout`` seconds and the table holds at
+    most ``capacity`` requests (the oldest go first): a request that leaves unanswered was
+    answered with an error (KServe logs responses of status 200 only) or its response
+    event was lost; either way it is counted, never silent. Pure: the caller gives ``now``.
+    """
+
+    def __init__(self, capacity: int = 100_000, timeout: float = 60.0) -> None:
+        if capacity < 1 or timeout <= 0:
+            raise ValueError("capacity must be >= 1 and timeout > 0")
+        self.capacity, self.timeout = capacity, timeout
+        self._waiting: OrderedDict[tuple[str, str], float] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+    def request(self, event: LoggedEvent, now: float) -> int:
+        """Remember a request; returns how many requests left unanswered meanwhile."""
+        key = (f"{event.namespace}/{event.pod}", event.id)
+        self._waiting[key] = now
+        self._waiting.move_to_end(key)
+        return self.expire(now)
+
+    def response(self, event: LoggedEvent, now: float) -> tuple[bool, int]:
+        """(was its request seen, how many requests left unanswered meanwhile)."""
+        paired = self._waiting.pop((f"{event.namespace}/{event.pod}", event.id), None)
+        return paired is not None, self.expire(now)
+
+    def expire(self, now: float) -> int:
+        gone = 0
+        while self._waiting and (len(self._waiting) > self.capacity or next(
+                iter(self._waiting.values())) < now - self.timeout):
+            self._waiting.popitem(last=False)
+            gone += 1
+        return gone
