@@ -8,7 +8,8 @@ Series (``metric`` defaults to ``rollwise_prediction``, ``presets.SINK_METRIC``)
     rollwise_sink_events_total{type}                     events received (request/response)
     rollwise_sink_unparseable_events_total{cause}        events refused, by ``events.Cause``
     rollwise_sink_dropped_predictions_total{reason}      predictions not counted: the pod's
-                                                         revision unknown, a class beyond the
+                                                         revision unknown (or the API server
+                                                         unreachable), a class beyond the
                                                          per-revision cap (counted as
                                                          ``__other__`` too)
     rollwise_sink_unanswered_requests_total              requests whose response never came
@@ -129,7 +130,7 @@ class PredictionHistograms(Collector):
             self.unparseable.labels(cause.value)
         for kind in ("request", "response"):
             self.events.labels(kind)
-        for reason in ("unknown-revision", "class-overflow", "busy"):
+        for reason in ("unknown-revision", "lookup-failed", "class-overflow"):
             self.dropped.labels(reason)
         for reason in ("capacity", "idle"):
             self.removed.labels(reason)
