@@ -207,37 +207,46 @@ def _first_line(text: str) -> str:
 class Pairing:
     """Responses paired with their requests by (pod, id), in a bounded table.
 
-    A request waits for its response at most ``timeout`` seconds and the table holds at
-    most ``capacity`` requests (the oldest go first): a request that leaves unanswered was
-    answered with an error (KServe logs responses of status 200 only) or its response
-    event was lost; either way it is counted, never silent. Pure: the caller gives ``now``.
+    The agent sends events from several workers, so a response may arrive before its
+    request: whichever comes first waits for the other, at most ``timeout`` seconds, and
+    the table holds at most ``capacity`` of them (the oldest go first). A request that
+    leaves unpaired was answered with an error (KServe logs responses of status 200 only)
+    or its response event was lost: counted, never silent. A response that leaves unpaired
+    is not a loss (the logger's mode may be ``response``). Pure: the caller gives ``now``.
     """
 
     def __init__(self, capacity: int = 100_000, timeout: float = 60.0) -> None:
         if capacity < 1 or timeout <= 0:
             raise ValueError("capacity must be >= 1 and timeout > 0")
         self.capacity, self.timeout = capacity, timeout
-        self._waiting: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._waiting: OrderedDict[tuple[str, str], tuple[float, str]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._waiting)
 
     def request(self, event: LoggedEvent, now: float) -> int:
-        """Remember a request; returns how many requests left unanswered meanwhile."""
-        key = (f"{event.namespace}/{event.pod}", event.id)
-        self._waiting[key] = now
-        self._waiting.move_to_end(key)
+        """Pair or remember a request; returns how many requests left unanswered."""
+        self._meet(event, now)
         return self.expire(now)
 
     def response(self, event: LoggedEvent, now: float) -> tuple[bool, int]:
         """(was its request seen, how many requests left unanswered meanwhile)."""
-        paired = self._waiting.pop((f"{event.namespace}/{event.pod}", event.id), None)
-        return paired is not None, self.expire(now)
+        return self._meet(event, now), self.expire(now)
+
+    def _meet(self, event: LoggedEvent, now: float) -> bool:
+        key = (f"{event.namespace}/{event.pod}", event.id)
+        other = self._waiting.get(key)
+        if other is not None and other[1] != event.kind:
+            del self._waiting[key]
+            return True
+        self._waiting[key] = (now, event.kind)
+        self._waiting.move_to_end(key)
+        return False
 
     def expire(self, now: float) -> int:
-        gone = 0
+        unanswered = 0
         while self._waiting and (len(self._waiting) > self.capacity or next(
-                iter(self._waiting.values())) < now - self.timeout):
-            self._waiting.popitem(last=False)
-            gone += 1
-        return gone
+                iter(self._waiting.values()))[0] < now - self.timeout):
+            _, (_, kind) = self._waiting.popitem(last=False)
+            unanswered += kind == "request"
+        return unanswered

@@ -160,7 +160,18 @@ def test_pairing_counts_requests_that_never_got_a_response() -> None:
     assert pairing.request(request, now=0) == 0
     assert pairing.response(response, now=1) == (True, 0)
     assert pairing.response(response, now=1) == (False, 0)   # logged responses only
+    assert len(pairing) == 1                                  # (response-only logging)
+    assert pairing.expire(now=100) == 0                       # not a loss
     for i in range(3):                                        # capacity 2: the oldest goes
-        pairing.request(parse(agent_headers(REQUEST_TYPE, f"q{i}"), b"{}"), now=2)
+        pairing.request(parse(agent_headers(REQUEST_TYPE, f"q{i}"), b"{}"), now=200)
     assert len(pairing) == 2
-    assert pairing.expire(now=13) == 2                        # answered by a 5xx, or lost
+    assert pairing.expire(now=213) == 2                       # answered by a 5xx, or lost
+
+
+def test_a_response_may_arrive_before_its_request() -> None:
+    """The agent's workers send concurrently: order is not guaranteed."""
+    pairing = Pairing(timeout=10)
+    response = parse(agent_headers(RESPONSE_TYPE, "r1"), V1_RESPONSE)
+    assert pairing.response(response, now=0) == (False, 0)
+    assert pairing.request(parse(agent_headers(REQUEST_TYPE, "r1"), b"{}"), now=1) == 0
+    assert len(pairing) == 0 and pairing.expire(now=100) == 0
