@@ -19,6 +19,7 @@ def prediction_sink() -> None:
     from controller.kube.client import api_client
     from controller.logs import configure_logging
     from controller.policy.loader import load_file
+    from controller.policy.yamldoc import PolicyError
     from controller.sink.histograms import (
         DEFAULT_BOUNDS,
         PredictionHistograms,
@@ -32,7 +33,6 @@ def prediction_sink() -> None:
         settings = load_sink_settings()
     except (ValidationError, ValueError) as err:
         raise click.ClickException(f"invalid settings: {err}") from err
-    configure_logging(settings.log_format, settings.log_level)
     try:
         if settings.buckets:
             bounds: tuple[float, ...] | list[float] = settings.buckets
@@ -45,8 +45,9 @@ def prediction_sink() -> None:
             bounds, metric=settings.metric, max_revisions=settings.max_revisions,
             max_classes=settings.max_classes, idle_seconds=settings.idle_seconds)
         api = api_client(settings.kubernetes, "prediction-sink")
-    except (ValueError, RollwiseError, KubeConfigError) as err:
+    except (ValueError, PolicyError, RollwiseError, KubeConfigError) as err:
         raise click.ClickException(str(err)) from err
+    configure_logging(settings.log_format, settings.log_level)
     mapper = RevisionMapper(KubeOwners(api), capacity=settings.pod_cache,
                             negative_seconds=settings.negative_seconds)
     sink = PredictionSink(histograms, mapper, output=settings.output,

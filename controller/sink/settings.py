@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from controller.providers.presets import SINK_METRIC
 from controller.server import MAX_BODY
 from controller.settings import HostPort, KubernetesSettings
+from controller.sink.histograms import check_bounds
 
 PREFIX = "ROLLWISE_SINK_"
 
@@ -65,6 +66,11 @@ class SinkSettings(BaseSettings):
         if isinstance(value, str):
             return [float(part) for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("buckets")
+    @classmethod
+    def _layout(cls, value: list[float]) -> list[float]:
+        return list(check_bounds(value)) if value else value
 
 
 def unknown_variables(environ: Mapping[str, str]) -> list[str]:

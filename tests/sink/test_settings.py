@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from click.testing import CliRunner
 
@@ -33,6 +35,24 @@ def test_the_command_is_registered_and_refuses_bad_settings(
     runner = CliRunner()
     assert "prediction-sink" in runner.invoke(main, ["--help"]).output
     monkeypatch.setenv("ROLLWISE_SINK_BUCKETS", "0.5,0.1")
-    monkeypatch.setenv("ROLLWISE_SINK_LOG_FORMAT", "json")
     result = runner.invoke(main, ["prediction-sink"])
     assert result.exit_code == 1 and "strictly increasing" in result.output, result.output
+
+
+def test_the_layout_can_come_from_a_policy_file(monkeypatch: pytest.MonkeyPatch,
+                                                tmp_path: Path) -> None:
+    """A policy whose reference is unusable is refused at start-up, naming the metric."""
+    policy = tmp_path / "p.yaml"
+    policy.write_text("""\
+apiVersion: rollwise.io/v1alpha1
+kind: RolloutPolicy
+metadata: {name: p}
+spec:
+  steps: [{weight: 10}, {weight: 100}]
+  analysis:
+    checks:
+      - {name: d, kind: distribution, metric: rollwise_prediction}
+""")
+    monkeypatch.setenv("ROLLWISE_SINK_REFERENCE_POLICY", str(policy))
+    result = CliRunner().invoke(main, ["prediction-sink"])
+    assert result.exit_code == 1 and "training reference" in result.output, result.output
