@@ -22,7 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 
 from controller.errors import KubeError
 from controller.server import HttpServer, Request, Response
-from controller.sink.events import Cause, EventUnreadable, Pairing, parse
+from controller.sink.events import EventUnreadable, Pairing, parse
 from controller.sink.histograms import PredictionHistograms, RevisionKey
 from controller.sink.revisions import RevisionMapper
 
@@ -113,4 +113,4 @@ def listener(sink: PredictionSink, address: str, *, read_timeout: float = 10.0,
                       on_error=sink.on_refused)
 
 
-__all__ = ["Cause", "PredictionSink", "listener"]
+__all__ = ["PredictionSink", "listener"]
