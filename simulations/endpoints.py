@@ -145,6 +145,18 @@ one with KServe's metric aggregation); a simulated endpoint serves both on one
 relabelling would), names that no exposed series uses; Prometheus adds ``job`` and
 ``instance``.
 
+Payload-logger mode (``EndpointFleet(logger=LoggerAgent(url))``, the world's
+``prediction_sink``): the endpoints do not export ``kserve_model_prediction``; instead, as
+KServe's agent sidecar does for ``spec.predictor.logger`` (kserve/kserve
+``pkg/logger/handler.go``, ``worker.go``), each prediction request is sent to the sink as
+a binary-mode CloudEvent of type ``org.kubeflow.serving.inference.request`` and, when it
+was answered 200, its response as ``...inference.response`` with the same ``id`` (the
+request's ``Ce-Id`` header, else a new UUID); ``source`` is the pod's name, and the
+extensions ``inferenceservicename``, ``namespace``, ``component`` (``predictor``) and
+``endpoint`` are set as the agent sets them. Events leave through a bounded queue served
+by worker threads (the agent's ``WorkQueue`` of 100); what cannot be queued within a
+second, or is not accepted, is counted (``LoggerAgent.dropped``, ``.failed``).
+
 KServe Standard mode (flavour ``kserve-standard``, ``STANDARD_FLAVOUR``): no Knative, so
 no queue-proxy; a pod exports only the model server's series above (and the custom
 prediction histogram), all labelled ``model_name`` alone. The pod is the scrape target:
@@ -166,6 +178,7 @@ import ipaddress
 import json
 import math
 import os
+import queue
 import random
 import re
 import socket
@@ -173,12 +186,14 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+import requests
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
@@ -188,6 +203,7 @@ __all__ = [
     "STANDARD_FLAVOUR",
     "Behaviour",
     "EndpointFleet",
+    "LoggerAgent",
     "MetricsFlavour",
     "ModelEndpoint",
     "Outcome",
@@ -581,7 +597,8 @@ _PREDICTION_BUCKETS = tuple(round(i / 10, 1) for i in range(11))
 class _ModelServerMetrics:
     """The KServe Python model server's histograms, plus the custom prediction histogram."""
 
-    def __init__(self, registry: CollectorRegistry, model_name: str) -> None:
+    def __init__(self, registry: CollectorRegistry, model_name: str, *,
+                 predictions: bool = True) -> None:
         def hist(name: str, doc: str, **kwargs: Any) -> Histogram:
             return Histogram(name, doc, ["model_name"], registry=registry, **kwargs)
 
@@ -593,7 +610,7 @@ class _ModelServerMetrics:
             "kserve_model_prediction",
             "Model output score (custom metric for drift monitoring)",
             buckets=_PREDICTION_BUCKETS,
-        )
+        ) if predictions else None
         self._model = model_name
 
     def record(self, outcome: Outcome) -> None:
@@ -603,6 +620,8 @@ class _ModelServerMetrics:
         self._predict.labels(self._model).observe(outcome.latency_s - pre - post)
         if outcome.status < 400:
             self._post.labels(self._model).observe(post)
+            if self._prediction is None:
+                return
             prediction = self._prediction.labels(self._model)
             for value in outcome.predictions:
                 prediction.observe(value)
@@ -723,9 +742,14 @@ class _Handler(BaseHTTPRequestHandler):
             return
         outcome = endpoint.serve_prediction(len(instances))
         if outcome.status == 200:
-            self._reply_json(outcome.status, {"predictions": list(outcome.predictions)})
+            answer = json.dumps({"predictions": list(outcome.predictions)}).encode()
         else:
-            self._reply_json(outcome.status, {"error": "simulated model failure"})
+            answer = json.dumps({"error": "simulated model failure"}).encode()
+        self._reply(outcome.status, answer, "application/json")
+        if endpoint.logger is not None:
+            endpoint.logger.log(endpoint.identity, body, answer, outcome.status,
+                                self.headers.get("Content-Type") or "application/json",
+                                self.headers.get("Ce-Id"))
 
     def _traffic(self, status: int, payload: object, started: float) -> None:
         """Answer a request that is not a prediction; queue-proxy still counts it."""
@@ -760,11 +784,14 @@ class ModelEndpoint:
         pod_name: str | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        logger: LoggerAgent | None = None,
     ) -> None:
-        """``pod_name`` is the real pod's (simulations.nodes) or the simulated KServe's
-        Standard-mode pod's when there is one (else one is made up, as Kubernetes would
-        name a Knative revision's); ``host``/``port`` where to listen (a free port by
-        default): a loopback address, and ``port`` 0 for any free one."""
+        """``logger``: send each prediction to a payload logger's sink (module doc) instead
+        of exporting ``kserve_model_prediction``. ``pod_name`` is the real pod's
+        (simulations.nodes) or the simulated KServe's Standard-mode pod's when there is
+        one (else one is made up, as Kubernetes would name a Knative revision's);
+        ``host``/``port`` where to listen (a free port by default): a loopback address,
+        and ``port`` 0 for any free one."""
         if flavour not in _FLAVOURS:
             raise ValueError(
                 f"unknown metrics flavour {flavour!r}; choose from "
@@ -784,7 +811,9 @@ class ModelEndpoint:
         self.registry = CollectorRegistry()
         self._queue_proxy = _QueueProxyCollector(_FLAVOURS[flavour], self.identity)
         self.registry.register(self._queue_proxy)
-        self._model_server = _ModelServerMetrics(self.registry, model_name)
+        self.logger = logger
+        self._model_server = _ModelServerMetrics(self.registry, model_name,
+                                                 predictions=logger is None)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._stopped = False
@@ -865,6 +894,78 @@ class ModelEndpoint:
         return render_prometheus_text(self.registry)
 
 
+# --------------------------------------------------------------------------- logger
+
+
+_REQUEST_EVENT = "org.kubeflow.serving.inference.request"
+_RESPONSE_EVENT = "org.kubeflow.serving.inference.response"
+
+
+class LoggerAgent:
+    """KServe's agent sidecar for ``spec.predictor.logger`` (mode ``all``): request and
+    response CloudEvents (binary mode) to ``url`` from a bounded queue (module doc)."""
+
+    def __init__(self, url: str, *, workers: int = 4, queue_size: int = 100,
+                 component: str = "predictor", endpoint: str = "default",
+                 timeout: float = 5.0) -> None:
+        self.url, self.component, self.endpoint, self.timeout = url, component, endpoint, timeout
+        self._queue: queue.Queue[tuple[dict[str, str], bytes] | None] = queue.Queue(queue_size)
+        self.sent = self.failed = self.dropped = 0
+        self._count_lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._work, name=f"logger-agent-{i}",
+                                          daemon=True) for i in range(workers)]
+        for thread in self._threads:
+            thread.start()
+
+    def log(self, identity: RevisionIdentity, request: bytes, response: bytes, status: int,
+            content_type: str, event_id: str | None = None) -> None:
+        """One prediction call: its request event, and its response event if it was 200."""
+        event_id = event_id or str(uuid.uuid4())
+        self._put(self._headers(identity, _REQUEST_EVENT, event_id, content_type), request)
+        if status == 200:
+            self._put(self._headers(identity, _RESPONSE_EVENT, event_id, content_type),
+                      response)
+
+    def _headers(self, identity: RevisionIdentity, kind: str, event_id: str,
+                 content_type: str) -> dict[str, str]:
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        return {"Ce-Specversion": "1.0", "Ce-Id": event_id, "Ce-Source": identity.pod_name,
+                "Ce-Type": kind, "Ce-Time": now, "Ce-Recordedtime": now,
+                "Ce-Inferenceservicename": identity.isvc, "Ce-Namespace": identity.namespace,
+                "Ce-Component": self.component, "Ce-Endpoint": self.endpoint,
+                "Ce-Metadata": "{}", "Content-Type": content_type}
+
+    def _put(self, headers: dict[str, str], body: bytes) -> None:
+        try:
+            self._queue.put((headers, body), timeout=1.0)
+        except queue.Full:
+            with self._count_lock:
+                self.dropped += 1
+
+    def _work(self) -> None:
+        session = requests.Session()
+        while (item := self._queue.get()) is not None:
+            headers, body = item
+            try:
+                ok = session.post(self.url, data=body, headers=headers,
+                                  timeout=self.timeout).status_code == 200
+            except requests.RequestException:
+                ok = False
+            with self._count_lock:
+                if ok:
+                    self.sent += 1
+                else:
+                    self.failed += 1
+        session.close()
+
+    def stop(self) -> None:
+        for _ in self._threads:
+            with contextlib.suppress(queue.Full):
+                self._queue.put(None, timeout=1.0)
+        for thread in self._threads:
+            thread.join(timeout=5.0)
+
+
 # --------------------------------------------------------------------------- fleet
 
 
@@ -883,8 +984,12 @@ class EndpointFleet:
         *,
         flavour: MetricsFlavour = "queue-proxy-legacy",
         seed: int = 0,
+        logger: LoggerAgent | None = None,
     ) -> None:
+        """``logger``: every endpoint logs its predictions to that sink (module doc)."""
         self.sd_file = Path(sd_file)
+        self.logger = logger
+        self._static_targets: dict[str, dict[str, str]] = {}
         self.flavour: MetricsFlavour = flavour
         self.seed = seed
         self._endpoints: dict[tuple[str, str], ModelEndpoint] = {}
@@ -918,12 +1023,19 @@ class EndpointFleet:
                 pod_name=pod_name,
                 host=host,
                 port=port,
+                logger=self.logger,
             )
             endpoint.start()
             self._endpoints[key] = endpoint
             self._target_labels[key] = dict(target_labels or {})
             self._write_sd()
         return endpoint
+
+    def add_target(self, address: str, labels: Mapping[str, str] | None = None) -> None:
+        """Another scrape target in the same file (the prediction sink)."""
+        with self._lock:
+            self._static_targets[address] = dict(labels or {})
+            self._write_sd()
 
     def remove(self, namespace: str, isvc: str, revision: str) -> None:
         with self._lock:
@@ -948,14 +1060,17 @@ class EndpointFleet:
             return len(self._endpoints)
 
     def close(self) -> None:
-        """Stop every endpoint and leave an empty target list behind."""
+        """Stop every endpoint (and the logger) and leave an empty target list behind."""
         with self._lock:
             endpoints = list(self._endpoints.values())
             self._endpoints.clear()
             self._target_labels.clear()
+            self._static_targets.clear()
             self._write_sd()
         for endpoint in endpoints:
             endpoint.stop()
+        if self.logger is not None:
+            self.logger.stop()
 
     def __enter__(self) -> EndpointFleet:
         return self
@@ -975,7 +1090,8 @@ class EndpointFleet:
                 },
             }
             for key, endpoint in sorted(self._endpoints.items())
-        ]
+        ] + [{"targets": [address], "labels": labels}
+             for address, labels in sorted(self._static_targets.items())]
         self.sd_file.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{self.sd_file.name}.", dir=self.sd_file.parent)
         try:

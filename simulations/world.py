@@ -18,6 +18,16 @@ Deployment, its Service and an HTTPRoute to it), ``set_deployment_model`` rolls 
 another model, and ``start_route_traffic`` sends requests through the gateway. A pod's
 model is its container's ``STORAGE_URI``; ``ready_delays`` and ``never_ready`` apply to it.
 
+With ``WorldConfig(prediction_sink=True)`` drift data travel as in a cluster with KServe's
+payload logger: the world runs the real ``rollwise prediction-sink`` as its own process
+(simulations.sink_process, with its shipped RBAC), the endpoints send it each prediction's
+request and response CloudEvents instead of exporting ``kserve_model_prediction``
+(simulations.endpoints, ``LoggerAgent``), Prometheus scrapes the sink, and each revision's
+pod exists in the API server with the owner chain Knative or KServe would give it
+(Pod -> ReplicaSet -> Deployment -> Revision, or -> the InferenceService in Standard mode),
+which is all the sink has to map an event's pod to its revision. Not with
+``deployments=True`` (kube-controller-manager would run those Deployments).
+
 Knative-mode and Standard-mode InferenceServices live side by side (the annotation
 ``serving.kserve.io/deploymentMode``, else ``default_deployment_mode``): a Standard-mode
 predictor or canary gets one endpoint per ReplicaSet, exporting what its pod would
@@ -32,6 +42,7 @@ import shutil
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +56,14 @@ from kubernetes.dynamic import DynamicClient
 
 from controller.kube.annotations import ANNOTATION_KEYS
 from controller.routers.kserve_knative import storage_uri
-from simulations.endpoints import STANDARD_FLAVOUR, Behaviour, EndpointFleet, MetricsFlavour
+from simulations.endpoints import (
+    STANDARD_FLAVOUR,
+    Behaviour,
+    EndpointFleet,
+    LoggerAgent,
+    MetricsFlavour,
+    RevisionIdentity,
+)
 from simulations.gateway import CONTROLLER_NAME, SimulatedGateway
 from simulations.kserve import rules, standard
 from simulations.kserve.controller import RevisionEvent, SimulatedKServe
@@ -54,6 +72,7 @@ from simulations.kube.certs import write_serving_pair
 from simulations.kube.controlplane import Cluster, ControlPlane
 from simulations.nodes import NodeAgent, PodNetwork
 from simulations.prometheus import PrometheusServer
+from simulations.sink_process import SinkProcess, sink_identity, sink_kubeconfig
 from simulations.traffic import SPLIT_REFRESH_S, Split, TrafficGenerator, isvc_split, route_split
 
 GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
@@ -83,6 +102,7 @@ class WorldConfig:
     deployments: bool = False            # kube-controller-manager, a node, a gateway
     ready_delays: Mapping[str, float] = field(default_factory=dict)  # pods, by model URI
     default_deployment_mode: str = "Knative"   # KServe's deploy.defaultDeploymentMode
+    prediction_sink: bool = False        # predictions as logger CloudEvents to the sink
 
 
 class World:
@@ -108,6 +128,7 @@ class World:
         self.fleet: EndpointFleet
         self.kserve: SimulatedKServe
         self.admin: kubernetes.client.ApiClient
+        self.sink: SinkProcess | None = None
         self._kserve_settings: rules.Settings
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -129,9 +150,20 @@ class World:
             binaries=self._binaries, apiserver_args=_audit_args(self.workdir, self.audit_log),
             controller_manager=deployments))
         self.admin = stack.enter_context(self.cluster.admin_api_client())
+        logger = None
+        if self.config.prediction_sink:
+            if deployments:
+                raise ValueError("prediction_sink needs deployments=False: the world's pod "
+                                 "objects would be run by kube-controller-manager")
+            self.sink = stack.enter_context(SinkProcess(
+                sink_kubeconfig(self.cluster, self.workdir / "sink.kubeconfig"),
+                self.workdir / "sink.log"))
+            logger = LoggerAgent(self.sink.url)
         self.fleet = EndpointFleet(self.workdir / "targets.json", flavour=self.config.flavour,
-                                   seed=self.config.seed)
+                                   seed=self.config.seed, logger=logger)
         stack.callback(self.fleet.close)
+        if self.sink is not None:
+            self.fleet.add_target(self.sink.address)
         self.prometheus = stack.enter_context(
             PrometheusServer(sd_file=self.workdir / "targets.json",
                              scrape_interval=self.config.scrape_interval,
@@ -141,6 +173,13 @@ class World:
             with contextlib.suppress(ApiException):
                 core.create_namespace(kubernetes.client.V1Namespace(
                     metadata=kubernetes.client.V1ObjectMeta(name=namespace)))
+            if self.sink is not None:
+                # Pods need their namespace's default account (ServiceAccount admission);
+                # kube-controller-manager, which would make it, is not running.
+                with contextlib.suppress(ApiException):
+                    core.create_namespaced_service_account(
+                        namespace, kubernetes.client.V1ServiceAccount(
+                            metadata=kubernetes.client.V1ObjectMeta(name="default")))
         # A correctly installed cluster keeps Rollwise's annotations out of revisions.
         settings = rules.Settings(annotation_disallowed=frozenset(ANNOTATION_KEYS),
                                   default_deployment_mode=self.config.default_deployment_mode)
@@ -186,12 +225,59 @@ class World:
     def _revision_created(self, event: RevisionEvent) -> None:
         uri = storage_uri(event.predictor)
         if event.deployment:  # a Standard-mode ReplicaSet's pod
-            self.fleet.add(event.namespace, event.isvc, event.revision, self.behaviour(uri),
-                           flavour=STANDARD_FLAVOUR, pod_name=event.pod_name)
+            endpoint = self.fleet.add(event.namespace, event.isvc, event.revision,
+                                      self.behaviour(uri), flavour=STANDARD_FLAVOUR,
+                                      pod_name=event.pod_name)
         else:
-            self.fleet.add(event.namespace, event.isvc, event.revision, self.behaviour(uri))
+            endpoint = self.fleet.add(event.namespace, event.isvc, event.revision,
+                                      self.behaviour(uri))
+        if self.sink is not None:
+            self._create_pod_objects(endpoint.identity, event.deployment)
         with self._lock:
             self._serving.setdefault(uri, []).append((event.namespace, event.revision))
+
+    def _create_pod_objects(self, identity: RevisionIdentity, deployment: str) -> None:
+        """The revision's pod and its owners as the API server would hold them: a Knative
+        revision's Deployment ``<revision>-deployment`` is owned by its Revision; a
+        Standard-mode Deployment (``deployment``) by the InferenceService."""
+        namespace, pod = identity.namespace, identity.pod_name
+        replica_set = pod.rsplit("-", 1)[0]
+        if deployment:
+            uid = self.get_isvc(namespace, identity.isvc)["metadata"]["uid"]
+            owner = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "InferenceService",
+                     "name": identity.isvc, "uid": uid}
+        else:
+            deployment = f"{identity.revision}-deployment"
+            owner = {"apiVersion": "serving.knative.dev/v1", "kind": "Revision",
+                     "name": identity.revision,
+                     "uid": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{namespace}/{identity.revision}"))}
+        labels = {"app": deployment}
+        pod_spec: dict[str, Any] = {"containers": [{"name": "kserve-container",
+                                                    "image": MODEL_IMAGE}]}
+        template = {"metadata": {"labels": labels}, "spec": pod_spec}
+
+        def create(kind: str, api_version: str, name: str, parent: dict[str, Any],
+                   spec: dict[str, Any]) -> dict[str, Any]:
+            body = {"apiVersion": api_version, "kind": kind,
+                    "metadata": {"name": name, "labels": labels, "ownerReferences": [
+                        {**parent, "controller": True, "blockOwnerDeletion": True}]},
+                    "spec": spec}
+            resource = self._dynamic(body)
+            try:
+                return _as_dict(resource.create(body=body, namespace=namespace).to_dict())
+            except ApiException as err:
+                if err.status != 409:   # a promoted Standard-mode canary keeps its objects
+                    raise
+                return _as_dict(resource.get(name=name, namespace=namespace).to_dict())
+
+        def ref(obj: dict[str, Any]) -> dict[str, Any]:
+            return {"apiVersion": obj["apiVersion"], "kind": obj["kind"],
+                    "name": obj["metadata"]["name"], "uid": obj["metadata"]["uid"]}
+
+        workload = {"replicas": 1, "selector": {"matchLabels": labels}, "template": template}
+        made = create("Deployment", "apps/v1", deployment, owner, workload)
+        made = create("ReplicaSet", "apps/v1", replica_set, ref(made), workload)
+        create("Pod", "v1", pod, ref(made), pod_spec)
 
     def _revision_deleted(self, namespace: str, isvc: str, revision: str) -> None:
         self.fleet.remove(namespace, isvc, revision)
@@ -328,8 +414,16 @@ class World:
     def controller_api_calls(self) -> set[tuple[str, str, str, int]]:
         """(verb, API group, resource, HTTP status) of every request the controller's
         service account made, from the API server's audit log."""
-        user = (f"system:serviceaccount:{self.cluster.controller_namespace}:"
-                f"{self.cluster.controller_service_account}")
+        return self.api_calls(f"system:serviceaccount:{self.cluster.controller_namespace}:"
+                              f"{self.cluster.controller_service_account}")
+
+    def sink_api_calls(self) -> set[tuple[str, str, str, int]]:
+        """The same for the prediction sink's service account."""
+        namespace, name = sink_identity()
+        return self.api_calls(f"system:serviceaccount:{namespace}:{name}")
+
+    def api_calls(self, user: str) -> set[tuple[str, str, str, int]]:
+        """(verb, API group, resource, HTTP status) of every request ``user`` made."""
         calls = set()
         for line in self.audit_log.read_text().splitlines():
             event = json.loads(line)

@@ -10,6 +10,7 @@ from controller.cli.lineage import lineage
 from controller.cli.policy import policy
 from controller.cli.rollouts import ROLLOUT_COMMANDS
 from controller.cli.run import run
+from controller.cli.sink import prediction_sink
 
 PLUGIN_GROUP = "rollwise.cli"
 
@@ -53,6 +54,7 @@ def main() -> None:
 main.add_command(policy)
 main.add_command(run)
 main.add_command(lineage)
+main.add_command(prediction_sink)
 for _command in ROLLOUT_COMMANDS:
     main.add_command(_command)
 

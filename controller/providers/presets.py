@@ -146,6 +146,17 @@ def _istio(kind: Series) -> Template | None:
     }.get(kind)
 
 
+#: The prediction sink's histogram (``rollwise prediction-sink``, controller/sink): the sink
+#: labels each series with the revision it read from the API server (pod -> owner chain),
+#: so a drift check on this metric selects revisions directly, in either serving mode.
+SINK_METRIC = "rollwise_prediction"
+
+
+def _sink_histogram(metric: str) -> Template:
+    return Template(f'{metric}_bucket{{namespace="${{namespace}}", revision=~"${{revision}}"}}',
+                    "revision", True)
+
+
 PRESETS = {
     "knative-queue-proxy": _knative_legacy,
     "knative-otel": _knative_otel,
@@ -173,6 +184,8 @@ def templates_for(check: RatioCheck | LatencyCheck | DistributionCheck,
         latency = PRESETS[preset]("latency")
         assert latency is not None
         return {"histogram": latency}
+    if check.metric == SINK_METRIC:     # already per revision, whatever the serving mode
+        return {"histogram": _sink_histogram(check.metric)}
     if preset == "kserve-standard":     # the custom histogram, on Standard-mode pods
         return {"histogram": _pod_histogram(check.metric, _STANDARD_POD, _STANDARD_REVISION)}
     return {"histogram": _pod_histogram(check.metric)}

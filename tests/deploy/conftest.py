@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from deploy_helpers import DEPLOY, OVERLAYS, Manifest, kustomize
+from deploy_helpers import DEPLOY, OVERLAYS, Manifest, is_sink, kustomize
 
 from simulations.kube.build import Binaries
 
@@ -37,6 +37,12 @@ def overlay(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def objects(render: Render, overlay: str) -> list[Manifest]:
+def everything(render: Render, overlay: str) -> list[Manifest]:
     """Every object `kubectl apply -k deploy/overlays/<overlay>` would create."""
     return render(DEPLOY / "overlays" / overlay)
+
+
+@pytest.fixture
+def objects(everything: list[Manifest]) -> list[Manifest]:
+    """The controller's objects: everything but the prediction sink's."""
+    return [o for o in everything if not is_sink(o)]

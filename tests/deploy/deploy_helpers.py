@@ -22,6 +22,14 @@ RENDER_TIMEOUT_S = 60
 OPERATIONS = ROOT / "docs" / "operations.md"
 
 Manifest = dict[str, Any]
+# The prediction sink's objects (deploy/base/sink/) carry this component label; the
+# controller's checks leave them out (test_deploy_sink.py checks them).
+SINK_COMPONENT = "prediction-sink"
+
+
+def is_sink(obj: Manifest) -> bool:
+    labels = obj.get("metadata", {}).get("labels") or {}
+    return bool(labels.get("app.kubernetes.io/component") == SINK_COMPONENT)
 
 
 def kustomize(kubectl: Path, directory: Path) -> list[Manifest]:

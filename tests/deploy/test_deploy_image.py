@@ -142,7 +142,7 @@ def test_the_final_stage_fits_a_read_only_non_root_pod(render: Render) -> None:
     assert env["PYTHONDONTWRITEBYTECODE"] == "1"
     # HOME and TMPDIR are the one writable path of the pod: an emptyDir.
     objects = render(DEPLOY / "overlays" / "prod")
-    pod = find(objects, "Deployment")["spec"]["template"]["spec"]
+    pod = find(objects, "Deployment", "rollwise-controller")["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsUser"] == int(uid)
     volumes = {v["name"]: v for v in pod["volumes"]}
     writable = {m["mountPath"] for m in controller_container(objects)["volumeMounts"]

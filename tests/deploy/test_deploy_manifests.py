@@ -21,6 +21,7 @@ from deploy_helpers import (
     controller_container,
     env_of,
     find,
+    is_sink,
     listen_port,
     validate_schema,
 )
@@ -54,18 +55,18 @@ def _pod_spec(objects: list[Manifest]) -> dict[str, Any]:
 # -- rendering and schemas -------------------------------------------------------------
 
 
-def test_overlay_renders_the_whole_controller(objects: list[Manifest]) -> None:
-    kinds = {o["kind"] for o in objects}
+def test_overlay_renders_the_whole_controller(everything: list[Manifest]) -> None:
+    kinds = {o["kind"] for o in everything}
     assert {"Namespace", "ServiceAccount", "Deployment", "Service", "ConfigMap",
             "MutatingWebhookConfiguration", "Certificate", "Issuer", "NetworkPolicy",
             "PodDisruptionBudget", "ServiceMonitor", "PrometheusRule"} <= kinds
-    assert len({_key(o) for o in objects}) == len(objects), "an object is defined twice"
+    assert len({_key(o) for o in everything}) == len(everything), "an object is defined twice"
 
 
-def test_every_object_carries_the_app_label(objects: list[Manifest]) -> None:
+def test_every_object_carries_the_app_label(everything: list[Manifest]) -> None:
     # `kubectl apply --prune -l app.kubernetes.io/name=rollwise` (docs/operations.md) and
     # `kubectl get -l` find exactly what was installed.
-    unlabelled = [_key(o) for o in objects
+    unlabelled = [_key(o) for o in everything
                   if o["metadata"].get("labels", {}).get("app.kubernetes.io/name") != "rollwise"]
     assert not unlabelled
 
@@ -83,9 +84,9 @@ def test_mlmd_mysql_component_renders_on_top_of_prod(render: Render, tmp_path: P
 
 
 def test_every_object_validates_against_the_kubernetes_schemas(
-        objects: list[Manifest], kube_binaries: Binaries) -> None:
+        everything: list[Manifest], kube_binaries: Binaries) -> None:
     checked = []
-    for obj in objects:
+    for obj in everything:
         if (obj["apiVersion"], obj["kind"]) in CRD_KINDS:
             continue
         validate_schema(obj, kube_binaries.version)
@@ -93,8 +94,9 @@ def test_every_object_validates_against_the_kubernetes_schemas(
     assert "Deployment" in checked and "MutatingWebhookConfiguration" in checked
 
 
-def test_no_secret_values_are_shipped(objects: list[Manifest]) -> None:
-    assert not [o for o in objects if o["kind"] == "Secret"], "ship references, not Secrets"
+def test_no_secret_values_are_shipped(everything: list[Manifest], objects: list[Manifest]
+                                     ) -> None:
+    assert not [o for o in everything if o["kind"] == "Secret"], "ship references, not Secrets"
     for name, value in env_of(controller_container(objects)).items():
         if re.search(r"TOKEN|SECRET|PASSWORD", name):
             assert name.endswith("_FILE") and str(value).startswith("/etc/rollwise/secrets/"), (
@@ -109,7 +111,7 @@ def test_rbac_is_exactly_the_reviewed_deploy_rbac(render: Render, overlay: str) 
     # The namespaced install's RBAC: test_deploy_namespaced.py.
     reviewed = sorted(render(DEPLOY / "rbac"), key=_key)
     installed = sorted((o for o in render(DEPLOY / "overlays" / overlay)
-                        if o["kind"] in RBAC_KINDS), key=_key)
+                        if o["kind"] in RBAC_KINDS and not is_sink(o)), key=_key)
     assert installed == reviewed
 
 
@@ -260,7 +262,15 @@ def test_overlays_differ_only_in_the_deployment(render: Render) -> None:
     dev = {_key(o): o for o in render(DEPLOY / "overlays" / "dev")}
     assert prod.keys() == dev.keys()
     differing = sorted(k for k in prod if prod[k] != dev[k])
-    assert differing == [("Deployment", "rollwise-system", "rollwise-controller")]
+    assert differing == [("Deployment", "rollwise-system", "rollwise-controller"),
+                         ("Deployment", "rollwise-system", "rollwise-prediction-sink")]
+    sink = ("Deployment", "rollwise-system", "rollwise-prediction-sink")
+
+    def without_image(deployment: Manifest) -> Any:
+        spec = deployment["spec"]["template"]["spec"]
+        return {**spec, "containers": [{**c, "image": None} for c in spec["containers"]]}
+
+    assert without_image(prod[sink]) == without_image(dev[sink]), "the sink differs by image"
 
 
 # -- policies as the controller sees them ----------------------------------------------
