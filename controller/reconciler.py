@@ -60,7 +60,8 @@ log = structlog.get_logger(__name__)
 
 class GateEvaluator(Protocol):
     def evaluate(self, managed: Managed, policy: RolloutPolicy) -> GateResult | None:
-        """The pre-rollout gate for the model being rolled out; None: not known yet."""
+        """The pre-rollout gate for the model being rolled out; ``waiting`` (or None) while
+        it is not known yet."""
 
 
 class NoLineageGate:

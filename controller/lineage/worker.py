@@ -218,7 +218,8 @@ class GateFromLineage:
         self._reads: dict[str, Future[Evaluation | None]] = {}   # at most one per model
 
     def evaluate(self, managed: Managed, policy: RolloutPolicy) -> GateResult | None:
-        """The gate for the model being rolled out; None while lineage is unavailable."""
+        """The gate for the model being rolled out; ``waiting`` (with why) while lineage
+        has not answered or is unavailable."""
         gate = policy.spec.gates.pre_rollout
         if gate is None:
             return GateResult(True, "the policy has no pre-rollout gate")
@@ -232,17 +233,19 @@ class GateFromLineage:
             log.warning("lineage has not answered yet; the pre-rollout gate waits",
                         namespace=managed.namespace, name=managed.name, model=uri,
                         waited_seconds=self._wait)
-            return None
+            return GateResult(False, "lineage (ML Metadata) has not answered the read of "
+                                     f"{uri}'s evaluation yet", waiting=True)
         except LineageUnavailable as err:
             log.warning("lineage unavailable; the pre-rollout gate waits",
                         namespace=managed.namespace, name=managed.name, model=uri,
                         error=str(err))
-            return None
+            return GateResult(False, f"lineage (ML Metadata) unavailable: {err}", waiting=True)
         except Exception as err:  # a broken read must hold the model at 0%, not crash the pass
             log.error("reading the model's evaluation failed; the pre-rollout gate waits",
                       namespace=managed.namespace, name=managed.name, model=uri,
                       error=f"{type(err).__name__}: {err}")
-            return None
+            return GateResult(False, f"reading {uri}'s evaluation failed: "
+                                     f"{type(err).__name__}: {err}", waiting=True)
         return evaluate_gate(gate, evaluation, model_uri=uri)
 
     def _evaluation(self, uri: str) -> Evaluation | None:

@@ -81,6 +81,9 @@ class Judgement:
 class GateResult:
     passed: bool
     reason: str
+    # Not known yet (lineage has not answered, or cannot be reached): the model waits at
+    # 0%, never promoted on an unanswered gate, and people are told why.
+    waiting: bool = False
 
 
 # --- outputs -------------------------------------------------------------------------
@@ -525,6 +528,8 @@ class _Tick:
         if self.policy.gates.pre_rollout is not None:
             if gate is None:
                 return Result(state)
+            if gate.waiting:
+                return self._gate_waiting(gate.reason)
             if not gate.passed:
                 if state.phase == Phase.BLOCKED:
                     return Result(state)
@@ -544,6 +549,17 @@ class _Tick:
                          expected_percent=first,
                          baseline_revision=state.baseline_revision or obs.latest_rolled_out)
         return Result(moved, None if obs.canary_percent == first else SetCanary(first))
+
+    def _gate_waiting(self, why: str) -> Result:
+        """The pre-rollout gate cannot be asked yet: hold the model at 0% and say why, once
+        per distinct reason (a write only when the reason changes)."""
+        state = self.state
+        reason = f"waiting for the pre-rollout gate: {why}; the new model is not promoted"
+        if state.last_decision is not None and state.last_decision.reason == reason:
+            return Result(state)
+        waiting = state.evolve(last_decision=Decision("gate-wait", reason, self.now))
+        return Result(waiting, None,
+                      (Event("analysisDegraded", "GateWaiting", reason, warning=True),))
 
     def _unrouted(self) -> Result:
         """The canary is ready and its weight asks for traffic, but the serving layer routes

@@ -19,7 +19,8 @@ simulated KServe); each test runs the real controller process against it.
    ``rollwise.io/last-good-predictor``. Meanwhile a rollout without a gate is promoted and
    deploys are taken up within seconds (the pass does not wait on lineage); a model whose
    policy requires the pre-rollout gate stays Pending at 0% for as long as the gate cannot
-   be asked (never promoted, never blocked on a guess); lineage write errors are counted;
+   be asked (never promoted, never blocked on a guess) and says why (a GateWaiting Warning
+   Event and its status); lineage write errors are counted;
    each bad object gets a Warning Event naming the problem, nothing forged is ever
    written, the controller never crashes and ``/readyz`` stays 200 (per-object problems
    do not fail the pass: docs/architecture.md, "Failure handling").
@@ -402,6 +403,11 @@ def test_mlmd_down_and_bad_annotations_beside_a_healthy_rollout(
     assert gated.phase == Phase.PENDING and gated.storage_uri == "s3://m/gated/v2"
     assert gated_canary == {0}, gated_canary
     assert "the pre-rollout gate waits" in log_text
+    # ... and says why, on the object, not only in the controller's log.
+    assert any(r == "GateWaiting" and "waiting for the pre-rollout gate: lineage" in m
+               for r, m in warnings["gated"]), warnings["gated"]
+    assert gated.last_decision is not None
+    assert gated.last_decision.reason.startswith("waiting for the pre-rollout gate")
     # Each bad object: a Warning Event naming the problem, and nothing forged obeyed.
     assert any(r == "StateUnreadable" and "step 99 is outside" in m
                for r, m in warnings["step99"]), warnings["step99"]

@@ -14,6 +14,7 @@ import time
 from controller.lineage import Evaluation, LineageUnavailable
 from controller.lineage.worker import GateFromLineage
 from controller.policy.model import RolloutPolicy
+from controller.rollout.machine import GateResult
 from tests.lineage.test_lineage_gate import conservative, managed
 
 __all__ = ["conservative"]
@@ -35,6 +36,12 @@ class Wedged:
             raise self.answer
         return self.answer
 
+def waits(result: GateResult | None, why: str = "") -> bool:
+    """The gate is not known yet: the model waits, never a pass, and says why."""
+    return (result is not None and result.waiting and not result.passed
+            and why in result.reason)
+
+
 
 def _until(predicate: object, timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
@@ -52,12 +59,12 @@ def test_a_store_that_does_not_answer_is_not_known_yet_within_the_wait(
     item = managed(URI)
     for _ in range(3):            # three passes: each waits at most the wait, one read
         started = time.monotonic()
-        assert gates.evaluate(item, conservative) is None
+        assert waits(gates.evaluate(item, conservative))
         assert time.monotonic() - started < 1.0
     assert store.reads == 1
     store.release.set()
     result: list[object] = []
-    _until(lambda: result.append(gates.evaluate(item, conservative)) or result[-1] is not None)
+    _until(lambda: result.append(gates.evaluate(item, conservative)) or not waits(result[-1]))
     assert result[-1] is not None and result[-1].passed   # type: ignore[union-attr]
     assert store.reads == 1       # the answer of the read that was running
 
@@ -67,9 +74,9 @@ def test_a_read_that_fails_late_is_never_a_pass_and_is_read_again(
     store = Wedged(LineageUnavailable("MLMD at grpc://x: Deadline Exceeded"))
     gates = GateFromLineage(store, wait_seconds=0.1)
     item = managed(URI)
-    assert gates.evaluate(item, conservative) is None
+    assert waits(gates.evaluate(item, conservative))
     store.release.set()
-    _until(lambda: gates.evaluate(item, conservative) is None and store.reads >= 2)
+    _until(lambda: waits(gates.evaluate(item, conservative)) and store.reads >= 2)
     assert store.reads >= 2
 
 
@@ -78,7 +85,7 @@ def test_reads_of_models_no_longer_asked_about_are_forgotten(
     store = Wedged(None)
     gates = GateFromLineage(store, wait_seconds=0.0, max_entries=3)
     for i in range(3):   # each asked once, then superseded before its answer was taken
-        assert gates.evaluate(managed(f"s3://m/v{i}"), conservative) is None
+        assert waits(gates.evaluate(managed(f"s3://m/v{i}"), conservative))
     store.release.set()
     _until(lambda: store.reads == 3)
     time.sleep(0.2)

@@ -15,10 +15,17 @@ from controller.lineage.mlmd import MLMDLineageStore
 from controller.lineage.worker import GateFromLineage
 from controller.policy.loader import load_file
 from controller.policy.model import MetricThreshold, PreRolloutGate, RolloutPolicy
+from controller.rollout.machine import GateResult
 from controller.routers import ROUTERS
 from tests.lineage.kfp_writer import KfpRun, KfpWriter, s3_form
 
 ROOT = Path(__file__).resolve().parents[2]
+
+def waits(result: GateResult | None, why: str = "") -> bool:
+    """The gate is not known yet: the model waits, never a pass, and says why."""
+    return (result is not None and result.waiting and not result.passed
+            and why in result.reason)
+
 
 
 def gate(*thresholds: MetricThreshold, require: bool = True) -> PreRolloutGate:
@@ -155,7 +162,8 @@ def test_gate_is_unknown_while_mlmd_is_down_and_never_a_pass(
     counting = CountingStore(store)
     counting.down = True
     gates = GateFromLineage(counting)
-    assert gates.evaluate(managed(s3_form(trained[1].model_uri)), conservative) is None
+    assert waits(gates.evaluate(managed(s3_form(trained[1].model_uri)), conservative),
+                 "lineage (ML Metadata) unavailable")
     counting.down = False
     result = gates.evaluate(managed(s3_form(trained[1].model_uri)), conservative)
     assert result is not None and result.passed
@@ -167,7 +175,8 @@ def test_a_broken_read_holds_the_model_instead_of_failing_the_pass(
         def evaluation(self, model_uri: str) -> Evaluation | None:
             raise KeyError("custom_properties")
 
-    assert GateFromLineage(Broken()).evaluate(managed("s3://m/v2"), conservative) is None
+    result = GateFromLineage(Broken()).evaluate(managed("s3://m/v2"), conservative)
+    assert waits(result, "reading s3://m/v2's evaluation failed: KeyError")
 
 
 def test_a_pass_is_cached_briefly(store: MLMDLineageStore, trained: tuple[KfpRun, KfpRun],

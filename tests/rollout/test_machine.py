@@ -151,6 +151,36 @@ def test_gate_configured_starts_at_zero_and_blocks_a_failing_model() -> None:
     assert blocked.traffic is None and "auc 0.85" in blocked.events[0].message
 
 
+def test_a_gate_that_cannot_be_asked_holds_the_model_and_says_why_once() -> None:
+    gated = POLICY.model_copy(update={"gates": POLICY.gates.model_copy(update={
+        "pre_rollout": load_text(POLICY_YAML.replace(
+            "  readyTimeout", "  gates: {preRollout: {metrics: [{name: auc, min: 0.9}]}}\n"
+            "  readyTimeout"), "g.yaml")[0].policy.spec.gates.pre_rollout})})
+    start = decide(adopted(), "p", gated, stable(None, "h2"), T0).state
+    assert start is not None
+    obs = stable(0, "h2", "m-2", "m-1")
+    down = GateResult(False, "lineage (ML Metadata) unavailable: connection refused",
+                      waiting=True)
+    first = decide(start, "p", gated, obs, T0 + timedelta(seconds=1), gate=down)
+    assert first.state is not None and first.state.phase == Phase.PENDING
+    assert first.traffic is None
+    assert [(e.reason, e.warning) for e in first.events] == [("GateWaiting", True)]
+    assert "connection refused" in first.events[0].message
+    assert first.state.last_decision is not None
+    assert "waiting for the pre-rollout gate" in first.state.last_decision.reason
+    # The same reason again: no write, no Event; a new reason is told.
+    again = decide(first.state, "p", gated, obs, T0 + timedelta(seconds=2), gate=down)
+    assert again.state == first.state and again.events == ()
+    slow = replace(down, reason="lineage (ML Metadata) has not answered yet")
+    told = decide(first.state, "p", gated, obs, T0 + timedelta(seconds=3), gate=slow)
+    assert [e.reason for e in told.events] == ["GateWaiting"]
+    # Never promoted on an unanswered gate; once it answers, the rollout goes on.
+    assert told.state is not None
+    moved = decide(told.state, "p", gated, obs, T0 + timedelta(seconds=4),
+                   gate=GateResult(True, "auc 0.95 >= 0.9"))
+    assert moved.state is not None and moved.state.phase == Phase.WAITING_READY
+
+
 def test_revision_created_then_ready_starts_step_one() -> None:
     start = decide(adopted(), "p", POLICY, stable(10, "h2", "m-1"), T0).state
     created = decide(start, "p", POLICY, stable(10, "h2", "m-2", "m-1"), T0).state
