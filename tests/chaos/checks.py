@@ -5,8 +5,10 @@ promotion. Shared by tests/chaos/test_kill9_chaos.py and tests/chaos/test_replic
 
 ``History`` watches every version of every InferenceService in the namespace (the checks on
 versions need all of them, not only the last); it resumes from the last resourceVersion
-when its watch ends or the API server goes away, and says so in ``errors`` when it cannot
-(a gap in the history makes the test fail, it never passes on part of it).
+when its watch ends or the API server goes away (a restarted API server answers 410 Gone:
+the versions in between are then read back from etcd, revision by revision), and says so
+in ``errors`` when it cannot (a gap in the history makes the test fail, it never passes on
+part of it).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any, cast
 import kubernetes.client
 import kubernetes.watch
 import urllib3.exceptions
+from kubernetes.client.exceptions import ApiException
 
 from controller.kube.annotations import STATE_ANNOTATION
 from controller.rollout.state import Phase, RolloutState, StepVerdict
@@ -32,6 +35,8 @@ from tests.e2e.rollouts import NAMESPACE, finished
 
 # How long the history waits for an API server that went away before it calls it a gap.
 OUTAGE_PATIENCE = 120.0
+GONE = 410   # the resourceVersion to resume from is older than the watch cache
+MAX_CATCH_UP = 5000   # revisions read back one by one after a 410, at most
 
 
 @dataclass(frozen=True)
@@ -47,12 +52,15 @@ class Version:
 class History:
     """Every version of every InferenceService in the namespace, from a watch started
     before the new models are deployed (restarted from the last resourceVersion when it
-    ends, or when the API server is unreachable for less than ``OUTAGE_PATIENCE``)."""
+    ends, or when the API server is unreachable or unready for less than
+    ``OUTAGE_PATIENCE``; after a 410 Gone, the versions it skipped are read back first)."""
 
     api: kubernetes.client.ApiClient
     versions: dict[str, list[Version]] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     reconnects: int = 0           # watches resumed after the API server went away
+    catch_ups: int = 0            # ... after a 410 Gone, with the skipped versions read back
+    caught_up_revisions: int = 0
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -95,14 +103,28 @@ class History:
                     resource_version = obj["metadata"]["resourceVersion"]
                     if event["type"] in ("ADDED", "MODIFIED"):
                         self._record(obj)
-                    elif event["type"] == "ERROR":   # e.g. 410 Gone: a gap, said so
+                    elif event["type"] == "ERROR":
                         self.errors.append(f"watch error: {obj}")
                         return
                     if self._stop.is_set():
                         break
-            except (urllib3.exceptions.HTTPError, OSError) as err:
-                # The API server went away (a restart): resume from the same
-                # resourceVersion once it is back, so no version is missed.
+                if unreachable_since is not None:   # answered (without events): back
+                    unreachable_since = None
+                    self.reconnects += 1
+            except (urllib3.exceptions.HTTPError, OSError, ApiException) as err:
+                if isinstance(err, ApiException) and err.status == GONE:
+                    # A restarted API server's watch cache starts at its own revision:
+                    # read the versions it skipped from etcd, then watch from there on.
+                    caught_up = self._catch_up(resource_version)
+                    if caught_up is None:
+                        return
+                    resource_version = caught_up
+                    if unreachable_since is not None:
+                        unreachable_since = None
+                        self.reconnects += 1
+                    continue
+                # The API server went away or is not ready yet (a restart): resume from
+                # the same resourceVersion once it is back, so no version is missed.
                 now = time.monotonic()
                 unreachable_since = unreachable_since or now
                 if now - unreachable_since > OUTAGE_PATIENCE:
@@ -114,6 +136,34 @@ class History:
                 return
             finally:
                 watch.stop()
+
+    def _catch_up(self, after: str) -> str | None:
+        """Record every version written after ``after``, read revision by revision with
+        lists at an exact resourceVersion (served by etcd, which keeps them until its
+        compaction, minutes later); return the revision to watch from, or None after
+        saying in ``errors`` why the history cannot be made complete. Revisions are
+        etcd's, numbers: this reads the test's own control plane, not any cluster."""
+        api = kubernetes.client.CustomObjectsApi(self.api)
+        try:
+            head = cast(dict[str, Any], api.list_namespaced_custom_object(
+                GROUP, VERSION, NAMESPACE, PLURAL))["metadata"]["resourceVersion"]
+            revisions = range(int(after) + 1, int(head) + 1)
+            if len(revisions) > MAX_CATCH_UP:
+                self.errors.append(f"watch gap of {len(revisions)} revisions after {after}")
+                return None
+            for revision in revisions:
+                listed = cast(dict[str, Any], api.list_namespaced_custom_object(
+                    GROUP, VERSION, NAMESPACE, PLURAL, resource_version=str(revision),
+                    resource_version_match="Exact"))
+                for obj in listed["items"]:
+                    if obj["metadata"]["resourceVersion"] == str(revision):
+                        self._record(obj)
+        except Exception as err:
+            self.errors.append(f"watch gap after {after} not read back: {err!r}")
+            return None
+        self.catch_ups += 1
+        self.caught_up_revisions += len(revisions)
+        return str(head)
 
     def stop(self) -> None:
         self._stop.set()

@@ -115,6 +115,7 @@ MAX_IN_FLIGHT = 4             # rollouts at once (2 cores)
 RATE_RPS = 120                # per InferenceService, as in the kill -9 test
 DEADLINE = 180                # seconds for the rollouts to end after the last fault
 AFTERWARDS = 3.0              # seconds the replicas run on after the last verdict
+READY_S = 90.0                # for a replica to start (2 cores shared with other tests)
 
 pytestmark = [pytest.mark.chaos, pytest.mark.e2e,
               pytest.mark.timeout(240 + DEADLINE + 40 * FAULTS + 30 * ROLLOUTS)]
@@ -148,7 +149,7 @@ class Replicas:
         replica = ControllerProcess(
             self.world, self.policies,
             self.directory / f"r{slot}-{len(self.every)}.log", env=LEASE,
-            identity=f"r{slot}").start()
+            identity=f"r{slot}").start(wait_ready=READY_S)
         if slot < len(self.slots):
             self.slots[slot] = replica
         else:
@@ -376,7 +377,8 @@ def test_replicas_under_kill_freeze_and_api_server_restart_never_split_brain(
               f"{dict(sorted(found.outcomes.items()))}, "
               f"{len(names) - sum(found.outcomes.values())} unfinished; {found.verdicts} "
               f"verdicts, {sum(len(v) for v in history.versions.values())} object versions "
-              f"watched ({history.reconnects} watch reconnects), {events} Events "
+              f"watched ({history.reconnects} watch reconnects, {history.catch_ups} after a "
+              f"410 with {history.caught_up_revisions} revisions read back), {events} Events "
               f"({len(duplicates)} duplicated), {found.weight_writes_after_promotion} weight "
               f"changes and {len(late)} logged traffic writes after promotion, {tracebacks} "
               f"tracebacks, {torn} torn log lines; {elapsed:.1f} s")
