@@ -101,9 +101,18 @@ def lease_writes(calls: Iterable[Call]) -> list[Call]:
             and c.code in (200, 201)]
 
 
-def managed_writes(calls: Iterable[Call]) -> list[Call]:
-    """The successful writes to managed objects, in completion order."""
-    return [c for c in calls if c.resource in MANAGED and c.verb in WRITES and c.succeeded]
+def managed_writes(calls: Iterable[Call], resources: frozenset[str] = MANAGED) -> list[Call]:
+    """The successful writes to managed objects (or to ``resources``), in completion order."""
+    return [c for c in calls if c.resource in resources and c.verb in WRITES and c.succeeded]
+
+
+def written_before_reacquiring(calls: Iterable[Call], agent: str, since: datetime) -> list[Call]:
+    """The managed writes of the replica whose User-Agent contains ``agent`` received from
+    ``since`` (a thaw) until its next successful Lease write: what a replica that lost the
+    Lease while frozen must never make."""
+    mine = [c for c in calls if agent in c.agent and c.received >= since]
+    again = min((c.received for c in lease_writes(mine)), default=None)
+    return [c for c in managed_writes(mine) if again is None or c.received < again]
 
 
 def holders(calls: Iterable[Call]) -> list[str]:
@@ -112,7 +121,8 @@ def holders(calls: Iterable[Call]) -> list[str]:
     return [w.agent for i, w in enumerate(writes) if i == 0 or writes[i - 1].agent != w.agent]
 
 
-def split_brain_writes(calls: Iterable[Call], renew_deadline: float) -> list[str]:
+def split_brain_writes(calls: Iterable[Call], renew_deadline: float,
+                       resources: frozenset[str] = MANAGED) -> list[str]:
     """Every successful write to a managed object made by a replica that did not hold the
     Lease then, described: the last successful Lease write completed before the write was
     received must be the writer's own, received at most ``renew_deadline`` before it (the
@@ -123,7 +133,7 @@ def split_brain_writes(calls: Iterable[Call], renew_deadline: float) -> list[str
     leases = lease_writes(calls)
     deadline = timedelta(seconds=renew_deadline)
     found = []
-    for write in managed_writes(calls):
+    for write in managed_writes(calls, resources):
         before = [w for w in leases if w.completed <= write.received]
         if not before or before[-1].agent != write.agent:
             holder = before[-1].agent if before else "nobody"

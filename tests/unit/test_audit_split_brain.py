@@ -6,7 +6,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from tests.e2e.audit import Call, holders, managed_writes, split_brain_writes
+from tests.e2e.audit import (
+    Call,
+    holders,
+    managed_writes,
+    split_brain_writes,
+    written_before_reacquiring,
+)
 
 T0 = datetime(2026, 12, 4, 18, 0, tzinfo=UTC)
 A, B = "rollwise/0.1 (host-aaaaaa)", "rollwise/0.1 (host-bbbbbb)"
@@ -51,3 +57,17 @@ def test_before_any_lease_write_and_failed_writes() -> None:
     refused = [renew(A, 0), renew(B, 4), call(A, 4.5, code=409), call(A, 4.6, "get")]
     assert split_brain_writes(refused, DEADLINE) == []   # fenced or a read: not a write
     assert managed_writes(refused) == []
+
+
+def test_a_thawed_replica_may_write_only_once_it_holds_the_lease_again() -> None:
+    thaw = T0 + timedelta(seconds=10)
+    calls = [renew(A, 0), call(A, 0.5), renew(B, 4), call(B, 9), call(A, 10.5, code=409),
+             call(A, 11), renew(A, 12, code=409), renew(A, 20), call(A, 20.5)]
+    assert written_before_reacquiring(calls, "(host-aaaaaa)", thaw) == [calls[5]]
+    assert written_before_reacquiring(calls[:5] + calls[6:], "(host-aaaaaa)", thaw) == []
+
+
+def test_only_the_named_resources_count() -> None:
+    events = [renew(A, 0), renew(B, 4), call(A, 4.5, "create", "events", 201)]
+    assert split_brain_writes(events, DEADLINE) == []
+    assert len(split_brain_writes(events, DEADLINE, frozenset({"events"}))) == 1
