@@ -105,7 +105,7 @@ FAULTS = KILLS + FREEZES + API_RESTARTS
 
 # The kill -9 test's short lease (2 cores, a bounded run); retries every 1 s
 # (ControllerProcess's default).
-LEASE_S, RENEW_DEADLINE_S, RETRY_S = 3.0, 2.0, 1.0
+LEASE_S, RENEW_DEADLINE_S = 3.0, 2.0
 LEASE = {"ROLLWISE_LEADER_ELECTION__LEASE_DURATION_SECONDS": f"{LEASE_S:g}",
          "ROLLWISE_LEADER_ELECTION__RENEW_DEADLINE_SECONDS": f"{RENEW_DEADLINE_S:g}"}
 RUN_FOR = (1.0, 4.0)          # seconds the leader leads before its fault (uniform)
@@ -204,8 +204,9 @@ def _kill(replicas: Replicas, leader: ControllerProcess, rng: random.Random,
     replicas.start(slot)
 
 
-def _freeze(replicas: Replicas, leader: ControllerProcess, rng: random.Random,
+def _freeze(replicas: Replicas, leader: ControllerProcess, seen: float, rng: random.Random,
             faults: Faults) -> None:
+    """``leader`` led at some moment after ``seen`` (time.monotonic())."""
     assert leader.process is not None
     others = [c for c in replicas.slots if c is not leader]
     notices = len(stopped_leading(leader))
@@ -213,8 +214,11 @@ def _freeze(replicas: Replicas, leader: ControllerProcess, rng: random.Random,
     frozen = time.monotonic()
     os.killpg(leader.process.pid, signal.SIGSTOP)
     try:
-        successor = replicas.leader(others, LEASE_S + 20)
-        assert time.monotonic() - frozen >= LEASE_S - RETRY_S, "taken before the lease ran out"
+        replicas.leader(others, LEASE_S + 20)
+        # It led after ``seen``, so its last renewal was sent after seen - renew_deadline,
+        # and the Lease can be taken only lease_duration after that renewal.
+        assert time.monotonic() - seen > LEASE_S - RENEW_DEADLINE_S, (
+            "the Lease was taken before it ran out")
         time.sleep(max(0.0, hold - (time.monotonic() - frozen)))
     finally:
         thawed = now_utc()
@@ -226,7 +230,7 @@ def _freeze(replicas: Replicas, leader: ControllerProcess, rng: random.Random,
     notice = wait_for(lambda: stopped_leading(leader)[notices:], 10,
                       "the thawed leader to say it stopped leading", leader.tail)[0]
     assert "renew deadline passed" in notice["reason"], notice
-    assert replicas.leader() is successor, "the Lease went back to the thawed leader"
+    assert replicas.leader() is not leader, "the Lease went back to the thawed leader"
 
 
 def _restart_api_server(plane: ControlPlane, rng: random.Random, faults: Faults) -> None:
@@ -296,6 +300,7 @@ def test_replicas_under_kill_freeze_and_api_server_restart_never_split_brain(
             if index >= FAULTS:
                 break
             time.sleep(rng.uniform(*RUN_FOR))
+            seen = time.monotonic()
             leader = replicas.leader()
             faults.in_flight.append(len(deployed_and_unfinished()))
             replicas.point_webhook_away_from(leader)
@@ -303,7 +308,7 @@ def test_replicas_under_kill_freeze_and_api_server_restart_never_split_brain(
             if fault == "kill":
                 _kill(replicas, leader, rng, faults)
             elif fault == "freeze":
-                _freeze(replicas, leader, rng, faults)
+                _freeze(replicas, leader, seen, rng, faults)
             else:
                 _restart_api_server(plane, rng, faults)
         wait_for(lambda: not unfinished(order), DEADLINE, "every rollout to end",
