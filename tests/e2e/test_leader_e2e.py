@@ -10,23 +10,29 @@ writers switch at most once per Lease transition.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 
-import simulations.world
 from controller.rollout.state import Phase
 from simulations.controller_process import ControllerProcess
 from simulations.kube.build import Binaries
-from simulations.kube.controlplane import Cluster, ControlPlane
+from simulations.kube.controlplane import ControlPlane
 from simulations.world import World, WorldConfig
+from tests.e2e.audit import (
+    assert_writes_follow_the_lease,
+    controller_calls,
+    identity_of,
+    leading,
+    now_utc,
+    stopped_leading,
+    world_with_plane,
+)
 from tests.e2e.rollouts import GOOD, finished, rollout_past_first_step, wait_for, write_policy
 
 pytestmark = pytest.mark.e2e
@@ -36,107 +42,14 @@ REQUEST_TIMEOUT = RENEW_DEADLINE / 2           # KubeLeases: half the renew dead
 
 @pytest.fixture(scope="module")
 def plane_and_world(kube_binaries: Binaries) -> Iterator[tuple[ControlPlane, World]]:
-    """A World, and the ControlPlane under it (which World keeps to itself: it is caught
-    as World enters it)."""
-    planes: list[ControlPlane] = []
-
-    class Caught(ControlPlane):
-        def __enter__(self) -> Cluster:
-            planes.append(self)
-            return super().__enter__()
-
-    with contextlib.ExitStack() as stack:
-        with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(simulations.world, "ControlPlane", Caught)
-            world = stack.enter_context(World(
-                WorldConfig(default_behaviour=GOOD, ready_delay=1.0, seed=14),
-                binaries=kube_binaries))
-        yield planes[0], world
+    with world_with_plane(WorldConfig(default_behaviour=GOOD, ready_delay=1.0, seed=14),
+                          kube_binaries) as both:
+        yield both
 
 
 @pytest.fixture
 def policies(tmp_path: Path) -> Path:
     return write_policy(tmp_path / "policies")
-
-
-@dataclass(frozen=True)
-class Call:
-    """One completed request of the controller's service account, from the audit log."""
-
-    received: datetime
-    completed: datetime
-    agent: str
-    verb: str
-    resource: str
-    code: int
-
-
-def controller_calls(world: World, since: datetime) -> list[Call]:
-    user = (f"system:serviceaccount:{world.cluster.controller_namespace}:"
-            f"{world.cluster.controller_service_account}")
-    calls = []
-    for line in world.audit_log.read_text().splitlines():
-        event = json.loads(line)
-        if event.get("stage") != "ResponseComplete" or event["user"]["username"] != user:
-            continue
-        received = datetime.fromisoformat(event["requestReceivedTimestamp"])
-        if received >= since:
-            calls.append(Call(received, datetime.fromisoformat(event["stageTimestamp"]),
-                              event.get("userAgent", ""), event["verb"],
-                              (event.get("objectRef") or {}).get("resource", ""),
-                              int(event.get("responseStatus", {}).get("code", 0))))
-    return sorted(calls, key=lambda call: call.completed)
-
-
-def assert_writes_follow_the_lease(world: World, since: datetime) -> list[str]:
-    """Every successful InferenceService patch since ``since`` comes from the replica that
-    made the last successful Lease write before it was received and before it completed.
-    Returns the writers in order (one entry per change of writer)."""
-    calls = controller_calls(world, since)
-    lease_writes = [c for c in calls if c.resource == "leases" and c.verb in ("create", "update")
-                    and c.code in (200, 201)]
-    patches = [c for c in calls if c.resource == "inferenceservices" and c.verb == "patch"
-               and c.code == 200]
-    assert patches, "no successful InferenceService patch in the audit log"
-
-    def holder(at: datetime) -> str | None:
-        before = [w.agent for w in lease_writes if w.completed <= at]
-        return before[-1] if before else None
-
-    for patch in patches:
-        assert holder(patch.received) == holder(patch.completed) == patch.agent, (
-            f"{patch.agent} patched at {patch.received.isoformat()} while the Lease was "
-            f"{holder(patch.received)}'s")
-    writers = [p.agent for i, p in enumerate(patches) if i == 0 or patches[i - 1].agent != p.agent]
-    holders = [w.agent for i, w in enumerate(lease_writes)
-               if i == 0 or lease_writes[i - 1].agent != w.agent]
-    assert len(writers) <= len(holders), (writers, holders)
-    return writers
-
-
-def identity_of(controller: ControllerProcess) -> str:
-    """The replica identity its elector logs (and puts in its User-Agent)."""
-    def logged() -> str | None:
-        for line in controller.log_file.read_text(errors="replace").splitlines():
-            with contextlib.suppress(ValueError):
-                if "identity" in (record := json.loads(line)):
-                    return str(record["identity"])
-        return None
-    found: str = wait_for(logged, 20, "the replica's identity in its log", controller.tail)
-    return found
-
-
-def stopped_leading(controller: ControllerProcess) -> list[dict[str, str]]:
-    lines = []
-    for line in controller.log_file.read_text(errors="replace").splitlines():
-        with contextlib.suppress(ValueError):
-            if (record := json.loads(line)).get("event") == "stopped leading":
-                lines.append(record)
-    return lines
-
-
-def leading(controller: ControllerProcess) -> bool:
-    return "rollwise_leader 1.0" in controller.metrics()
 
 
 def exactly_one_leader(a: ControllerProcess, b: ControllerProcess) -> ControllerProcess:
@@ -147,10 +60,6 @@ def exactly_one_leader(a: ControllerProcess, b: ControllerProcess) -> Controller
         assert [c for c in (a, b) if leading(c)] == [leader], "two leaders, or none"
         time.sleep(RETRY / 2)
     return leader
-
-
-def now_utc() -> datetime:
-    return datetime.now().astimezone()
 
 
 @contextlib.contextmanager
