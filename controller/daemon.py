@@ -29,6 +29,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from controller.analyzer import MetricAnalyzer
 from controller.judging import Analyzer
 from controller.kube import sealkey
+from controller.kube.children import KubeChildren
 from controller.kube.client import KubeObjects, api_client
 from controller.kube.events import KubeEventRecorder
 from controller.kube.leases import KubeLeases
@@ -43,7 +44,7 @@ from controller.notifications.slack import SlackNotifier
 from controller.notifications.socket_mode import SocketModeInteractions
 from controller.policystore import PolicyStore
 from controller.providers.prometheus import PrometheusProvider
-from controller.reconciler import Reconciler
+from controller.reconciler import Reconciler, Source
 from controller.rollout.snapshot import RolloutSnapshot
 from controller.routers import ROUTERS
 from controller.server import HttpServer, LimitedRoute, Request, Response, Route
@@ -123,13 +124,24 @@ class Daemon:
         identity = f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
         self.api = api_client(settings.kubernetes, identity)
         self.policies = PolicyStore(settings.policy_dir)
-        # Every router drives the same resource today (KServe InferenceServices): one
-        # client lists them, and each object goes to the first router that supports it.
+        # One client per resource the routers drive (InferenceServices, Deployments); each
+        # object goes to the first router of its kind that supports it.
         self.routers = ROUTERS
-        resource = self.routers[0].resource
-        self.objects = KubeObjects(
-            self.api, resource, settings.kubernetes.namespaces,
-            on_api_error=lambda verb: self.telemetry.api_errors.labels(verb).inc())
+        resources = list(dict.fromkeys(router.resource for router in self.routers))
+        resource = resources[0]
+
+        def api_error(verb: str) -> None:
+            self.telemetry.api_errors.labels(verb).inc()
+
+        self.objects = KubeObjects(self.api, resource, settings.kubernetes.namespaces,
+                                   on_api_error=api_error)
+        self.watched = [self.objects, *(KubeObjects(self.api, other,
+                                                    settings.kubernetes.namespaces,
+                                                    on_api_error=api_error)
+                                        for other in resources[1:])]
+        self.sources = [Source(objects, KubeEventRecorder(self.api, objects.resource,
+                                                          on_error=api_error))
+                        for objects in self.watched[1:]]
         if settings.leader_election.enabled:
             self.leader: LeaderElector | AlwaysLeader = LeaderElector(
                 KubeLeases(self.api, settings.leader_election), settings.leader_election,
@@ -157,7 +169,8 @@ class Daemon:
                                      self.telemetry.api_errors.labels(verb).inc()),
             telemetry=self.telemetry, sealer=self.sealer, is_leader=self.leader.is_leader,
             clock=lambda: datetime.now().astimezone(), observers=observers, gates=gates,
-            background=True, look_every=timedelta(seconds=settings.tick_seconds))
+            background=True, look_every=timedelta(seconds=settings.tick_seconds),
+            extra=self.sources, children=KubeChildren(self.api, on_api_error=api_error))
         self.scheduler = BackgroundScheduler(timezone="UTC")
         self.pass_health = PassHealth(stuck_after=max(60.0, 10 * settings.tick_seconds))
         # Three faces, three listeners: health and metrics (kubelet, Prometheus), Slack
@@ -272,7 +285,8 @@ class Daemon:
                                seconds=self.settings.tick_seconds, id="reload-policies",
                                max_instances=1, coalesce=True)
         self.scheduler.start()
-        self.objects.watch_forever(self.wake, self.stop)
+        for objects in self.watched:
+            objects.watch_forever(self.wake, self.stop)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._signal)
         self.stop.wait()

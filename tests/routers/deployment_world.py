@@ -112,7 +112,7 @@ class DeploymentSim:
         canary = self.canary()
         if canary is not None:
             self._roll(canary, ready=canary_ready)
-        if accept:
+        if accept and Ref(HTTPROUTES, NS, NAME) in self.others:
             r = self.route()
             r["status"] = {"parents": [{"controllerName": "sim", "conditions": [
                 {"type": "Accepted", "status": "True",

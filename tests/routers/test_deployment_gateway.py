@@ -300,3 +300,34 @@ def test_rules_and_merge_diffs_are_exact() -> None:
     assert merge_diff({"a": 1, "b": {"c": 1, "d": 2}, "l": [1]},
                       {"b": {"c": 1, "d": 3}, "l": [2], "e": 0}) == {
         "a": None, "b": {"d": 3}, "l": [2], "e": 0}
+
+
+def test_the_admission_webhook_pauses_a_managed_deployments_template_edit() -> None:
+    import base64
+    import json
+
+    from controller.kube.webhook import review_response
+
+    old = deployment()
+    new = copy.deepcopy(old)
+    new["spec"]["template"] = template("s3://m/v2")
+    review = {"request": {"uid": "u", "operation": "UPDATE", "object": new,
+                          "oldObject": old}}
+    response = review_response(review, lambda name: None, ROUTERS)["response"]
+    assert json.loads(base64.b64decode(response["patch"])) == [
+        {"op": "add", "path": "/spec/paused", "value": True}]
+    review["request"]["object"] = {**old, "spec": {**old["spec"], "replicas": 5}}  # no model
+    assert "patch" not in review_response(review, lambda name: None, ROUTERS)["response"]
+
+
+def test_the_metrics_preset_queries_per_template_hash() -> None:
+    from controller.providers.presets import PRESETS, Part, batched_query
+
+    total, errors = PRESETS["deployment-pods"]("total"), PRESETS["deployment-pods"]("errors")
+    assert total is not None and errors is not None
+    part = Part("0", NS, NAME, ("5d8f9c7b4", "7c9d6f5b8"), 30, 30)
+    query = batched_query(total, [part])
+    assert ('http_server_request_duration_seconds_count{namespace="models", '
+            'pod_template_hash=~"(5d8f9c7b4|7c9d6f5b8)"}') in query
+    assert query.startswith("label_replace(label_replace(sum by (pod_template_hash) (")
+    assert 'http_response_status_code=~"5.."' in errors.text
