@@ -418,6 +418,12 @@ class DeploymentGateway:
         if name.endswith(CANARY_SUFFIX) and (_meta(obj).get("labels") or {}).get(
                 CANARY_LABEL) == "true":
             return "it is a canary Rollwise made"
+        owner = next((ref for ref in _meta(obj).get("ownerReferences") or ()
+                      if ref.get("controller")), None)
+        if owner is not None:
+            return (f"it is managed by {owner.get('kind')} {owner.get('name')} (KServe copies "
+                    "an InferenceService's annotations to its Deployments): Rollwise drives "
+                    "that object, not the Deployment it made")
         if len(canary_name(name)) > _MAX_NAME:
             return (f"its canary's name {canary_name(name)!r} would be longer than "
                     f"{_MAX_NAME} characters (a Service name)")

@@ -257,6 +257,10 @@ def test_what_it_refuses_to_drive_and_why() -> None:
     expr = copy.deepcopy(obj)
     expr["spec"]["selector"] = {"matchExpressions": [{"key": "app", "operator": "Exists"}]}
     assert "matchExpressions" in (ROUTER.supports(expr) or "")
+    owned = copy.deepcopy(obj)
+    owned["metadata"]["ownerReferences"] = [{"kind": "InferenceService", "name": "iris",
+                                             "controller": True}]
+    assert "managed by InferenceService iris" in (ROUTER.supports(owned) or "")
     long = copy.deepcopy(obj)
     long["metadata"]["name"] = "x" * 60
     assert "longer than 63" in (ROUTER.supports(long) or "")
