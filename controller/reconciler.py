@@ -52,7 +52,7 @@ from controller.rollout.machine import (
 from controller.rollout.seal import Sealer
 from controller.rollout.snapshot import RolloutSnapshot
 from controller.rollout.state import Phase, RolloutState
-from controller.routers.base import HasChildren, TrafficRouter
+from controller.routers.base import HasChildren, Ref, TrafficRouter
 from controller.telemetry import Telemetry
 
 log = structlog.get_logger(__name__)
@@ -116,8 +116,11 @@ class Reconciler:
     # Deployment, the route's weights); None: such routers' objects get none.
     children: ChildWriter | None = None
     _runner: JudgeRunner = field(init=False)
-    # Per pass: where each object was listed (its Objects and Events), by key.
+    # Per pass: where each object was listed (its Objects and Events), by key; and the
+    # related objects read (the routes and Services of a namespace are read once a pass,
+    # whatever the number of Deployments there; forgotten after any child write).
     _source: dict[str, Source] = field(default_factory=dict)
+    _related: dict[Ref, Mapping[str, Any] | None] = field(default_factory=dict)
     _reset_pending: bool = False
 
     def __post_init__(self) -> None:
@@ -141,6 +144,7 @@ class Reconciler:
                    for obj in source.objects.list()]
         objects = [obj for _, obj in listing]
         self._source = {_key_of(obj): source for source, obj in listing}
+        self._related.clear()
         listed = {_key_of(obj) for obj in objects}
         for key in set(self._failing) - listed:
             self._failing.pop(key)  # deleted, or no longer watched
@@ -195,11 +199,11 @@ class Reconciler:
 
     def _read(self, obj: Mapping[str, Any]) -> Managed | None:
         try:
-            managed = read_managed(obj, self.routers, self.sealer, self.objects.related)
+            managed = read_managed(obj, self.routers, self.sealer, self._read_related)
             if managed is not None and self._sync_children(managed, obj, managed.state):
                 # What serves is read after the children match the committed state, so a
                 # write not yet applied (a crash after the commit) is never a hand edit.
-                managed = read_managed(obj, self.routers, self.sealer, self.objects.related)
+                managed = read_managed(obj, self.routers, self.sealer, self._read_related)
         except Conflict:
             log.info("a child object changed since read; retrying next pass", key=_key_of(obj))
             return None
@@ -222,8 +226,14 @@ class Reconciler:
             return False
         writes = router.children(obj, item.related, state)
         if writes:
+            self._related.clear()
             self.children.apply(writes)
         return bool(writes)
+
+    def _read_related(self, ref: Ref) -> Mapping[str, Any] | None:
+        if ref not in self._related:
+            self._related[ref] = self.objects.related(ref)
+        return self._related[ref]
 
     def _events_of(self, key: str) -> EventRecorder:
         source = self._source.get(key)

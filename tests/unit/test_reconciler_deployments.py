@@ -164,3 +164,27 @@ def test_a_deployment_whose_route_is_not_one_gets_an_unsupported_event(
     assert ("no HTTPRoute in models" if change == "no-route" else "several routes") in (
         unsupported[0]["message"])
     assert story.sim.objects.patches == []                     # nothing written
+
+
+def test_a_namespaces_routes_and_services_are_read_once_a_pass(tmp_path: Path) -> None:
+    """However many Deployments a namespace holds, one pass lists its routes and Services
+    once (the related reads are kept for the pass, and forgotten after a child write)."""
+    from controller.routers.base import Ref
+    from controller.routers.deployment_gateway import SERVICES
+    from controller.routers.kserve_standard import HTTPROUTES
+    from tests.routers.deployment_world import deployment, route, service
+
+    story = Story(tmp_path)
+    other = deployment()
+    other["metadata"].update(name="other", uid="o-uid")
+    other["spec"]["selector"] = {"matchLabels": {"app": "other"}}
+    other["spec"]["template"]["metadata"]["labels"] = {"app": "other"}
+    story.sim.objects.objects[(NS, "other")] = other
+    story.sim.others[Ref(SERVICES, NS, "other")] = service("other", {"app": "other"})
+    story.sim.others[Ref(HTTPROUTES, NS, "other")] = route("other", backend="other")
+    for _ in range(3):
+        story.tick()                      # adopt, write the routes' digests
+    story.sim.objects.reads.clear()
+    story.tick()
+    lists = [r for r in story.sim.objects.reads if r.selector == ""]
+    assert sorted(r.resource.plural for r in lists) == ["httproutes", "services"]
