@@ -29,7 +29,9 @@ refused with that reason, an ``Unsupported`` Warning Event).
   The route carries ``rollwise.io/applied`` (the digest of the rules Rollwise last wrote):
   a route that differs from the desired rules while carrying that digest was edited by
   hand, and is never written back; the observed weight then differs from the state's and
-  the rollout pauses (``manual-edit``).
+  the rollout pauses (``manual-edit``), during which the route (its digest brought up to
+  date) and D are left as the hand left them. D unpaused by hand while its canary is routed
+  reads as weight 100 (the candidate rolls out to all of D's pods): it pauses likewise.
 - ``canary_percent`` is the canary's share of the route rule as written; without a canary
   ``backendRef``, 0 while D is paused (a new template serves nothing) and None when D is
   not (a template edit then rolls at once: the unguarded deploy, pulled back by pausing D).
@@ -54,7 +56,13 @@ from typing import Any
 
 from controller.errors import Unsupported
 from controller.rollout.machine import Promote, RestoreSpec, RollBack, SetCanary, TrafficAction
-from controller.rollout.state import Observation, Phase, RolloutState, TrafficTarget
+from controller.rollout.state import (
+    Observation,
+    PauseReason,
+    Phase,
+    RolloutState,
+    TrafficTarget,
+)
 from controller.routers.base import Ref, Related, Resource, Write, spec_hash
 from controller.routers.kserve_standard import HTTPROUTES
 
@@ -471,7 +479,11 @@ class DeploymentGateway:
         stable_service, canary_service = _name(found.service), canary_name(name)
         shares = _shares(found.route, stable_service, canary_service) or {}
         if canary_service in shares:
-            percent: int | None = shares[canary_service]
+            # D unpaused by hand while its canary is routed: D rolls the candidate out to
+            # all its pods, as a weight of 100 would (told apart from a promotion by the
+            # state machine, which promotes with Promote, never by a weight).
+            percent: int | None = 100 if not _spec(obj).get("paused") else (
+                shares[canary_service])
         else:
             percent = 0 if _spec(obj).get("paused") else None
         traffic: tuple[TrafficTarget, ...] = ()
@@ -516,7 +528,10 @@ class DeploymentGateway:
         return {"paused": True}
 
     def steady(self, obj: Mapping[str, Any], state: RolloutState) -> dict[str, Any]:
-        """What every write of D carries under ``state``: paused unless promoting."""
+        """What every write of D carries under ``state``: paused unless promoting; left as
+        it is while paused on a hand edit (a hand that unpaused D is never fought)."""
+        if _hand_edited(state):
+            return {}
         paused = state.phase != Phase.PROMOTING
         return {} if bool(_spec(obj).get("paused")) == paused else {"paused": paused}
 
@@ -563,9 +578,12 @@ class DeploymentGateway:
                 writes.append(Write("create", SERVICES, namespace, canary_name(name),
                                     _canary_service(obj, found.service, found.keys)))
         route = found.route
-        rules = desired_rules(route, _name(found.service), canary_name(name), weight)
-        applied = (_meta(route).get("annotations") or {}).get(APPLIED_ANNOTATION)
         current = list(_spec(route).get("rules") or [])
+        # Paused on a hand edit: the route as the hand left it is adopted as Rollwise's
+        # (its digest), so that a resume writes its weight again.
+        rules = current if _hand_edited(state) else desired_rules(
+            route, _name(found.service), canary_name(name), weight)
+        applied = (_meta(route).get("annotations") or {}).get(APPLIED_ANNOTATION)
         if rules != current and applied == digest(rules):
             pass    # edited by hand since Rollwise wrote these rules: never fought
         elif rules != current or applied != digest(rules):
@@ -580,6 +598,11 @@ class DeploymentGateway:
             if canary_name(name) in services:
                 writes.append(Write("delete", SERVICES, namespace, canary_name(name)))
         return tuple(writes)
+
+
+def _hand_edited(state: RolloutState | None) -> bool:
+    return state is not None and state.phase == Phase.PAUSED and state.pause is not None and (
+        state.pause.reason == PauseReason.MANUAL_EDIT)
 
 
 def _failure(canary: Mapping[str, Any] | None) -> str | None:

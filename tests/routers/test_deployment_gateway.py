@@ -335,3 +335,23 @@ def test_the_metrics_preset_queries_per_template_hash() -> None:
             'pod_template_hash=~"(5d8f9c7b4|7c9d6f5b8)"}') in query
     assert query.startswith("label_replace(label_replace(sum by (pod_template_hash) (")
     assert 'http_response_status_code=~"5.."' in errors.text
+
+
+def test_paused_on_a_hand_edit_the_route_and_the_deployment_are_left_as_they_are() -> None:
+    from controller.rollout.state import Pause, PauseReason
+
+    sim = DeploymentSim(paused=True)
+    edit(sim, "s3://m/v2")
+    sync(sim, state(Phase.PROGRESSING, 20))
+    refs = sim.route()["spec"]["rules"][0]["backendRefs"]
+    refs[0]["weight"], refs[1]["weight"] = 55, 45
+    sim.obj["spec"]["paused"] = False                   # and D unpaused by hand
+    assert sim.observe().canary_percent == 100           # it rolls the candidate out
+    hand = state(Phase.PAUSED, 100, pause=Pause(PauseReason.MANUAL_EDIT, T0))
+    assert ROUTER.steady(sim.obj, hand) == {}
+    (marker,) = ROUTER.children(sim.obj, sim.related(), hand)
+    assert marker.body == {"metadata": {"resourceVersion": "2", "annotations": {
+        APPLIED_ANNOTATION: digest(sim.route()["spec"]["rules"])}}}
+    sim.children.apply([marker])
+    assert ROUTER.children(sim.obj, sim.related(), hand) == ()
+    assert sim.weights() == {"churn": 55, "churn-canary": 45}

@@ -188,3 +188,21 @@ def test_a_namespaces_routes_and_services_are_read_once_a_pass(tmp_path: Path) -
     story.tick()
     lists = [r for r in story.sim.objects.reads if r.selector == ""]
     assert sorted(r.resource.plural for r in lists) == ["httproutes", "services"]
+
+
+def test_a_deployment_unpaused_by_hand_mid_step_pauses_and_is_left_unpaused(
+        tmp_path: Path) -> None:
+    story = Story(tmp_path, Judgement("continue", "not yet"))
+    story.tick()
+    story.deploy("s3://m/v2")
+    for _ in range(3):
+        state = story.tick()
+    assert state.phase == Phase.PROGRESSING
+    story.sim.obj["spec"]["paused"] = False                 # kubectl rollout resume
+    state = story.tick()
+    assert state.phase == Phase.PAUSED and state.pause is not None
+    assert state.pause.reason == "manual-edit"
+    for _ in range(3):
+        story.tick()
+    assert story.sim.obj["spec"]["paused"] is False          # never fought
+    assert story.sim.weights() == {"churn": 90, "churn-canary": 10}
