@@ -153,7 +153,9 @@ def test_deployments_behind_a_gateway_are_promoted_rolled_back_resumed_and_pause
                      and s.phase == Phase.PROGRESSING, 60, "good at step 2", controller.tail)
             at_kill = {name: state_of(world, name) for name in ("good", "bad")}
             controller.kill()
+            killed_at = time.monotonic()
             controller = ControllerProcess(world, policies, log, env=LEASE).start()
+            down = time.monotonic() - killed_at
 
             # A hand edit of the held route's weights mid-step pauses, never fought.
             wait_for(lambda: (s := state_of(world, "hand")) is not None
@@ -219,6 +221,13 @@ def test_deployments_behind_a_gateway_are_promoted_rolled_back_resumed_and_pause
             assert not [c for c in calls if c[3] == 403], sorted(calls)
             assert {(v, g, r) for v, g, r, _ in calls} >= DEPLOYMENT_ONLY_GRANTS
             assert api_errors(controller.metrics()) == {}, controller.tail()
+            for name, done in (("good", good), ("bad", bad)):
+                took = (done.phase_since - done.started_at).total_seconds()
+                print(f"{name}: {done.phase} in {took:.0f}s; killed at step "
+                      f"{(at_kill[name] or done).step + 1} ({(at_kill[name] or done).phase})")
+            print(f"bad: {reason}\ncontroller down {down:.1f}s after SIGKILL; "
+                  f"hand paused at {hand.expected_percent}%")
         finally:
             controller.stop()
+    print(f"test took {time.monotonic() - started:.0f}s")
     assert time.monotonic() - started < 170
