@@ -206,3 +206,24 @@ def test_a_deployment_unpaused_by_hand_mid_step_pauses_and_is_left_unpaused(
         story.tick()
     assert story.sim.obj["spec"]["paused"] is False          # never fought
     assert story.sim.weights() == {"churn": 90, "churn-canary": 10}
+
+
+def test_restore_previous_spec_writes_the_last_promoted_template_back_paused(
+        tmp_path: Path) -> None:
+    story = Story(tmp_path)
+    (tmp_path / "fast.yaml").write_text((ROOT / "policies" / "fast.yaml").read_text().replace(
+        "  onMissingData:", "  onFailure: {restorePreviousSpec: true}\n  onMissingData:"))
+    story.tick()
+    good = story.sim.obj["spec"]["template"]
+    story.deploy("s3://m/bad")
+    story.tick()
+    story.tick()
+    story.analyzer.judgement = Judgement("fail", "error-rate: canary 9% vs stable 1%")
+    for _ in range(4):
+        story.tick(60)
+    assert {"RolledBack", "RestoringSpec"} <= set(story.reasons())
+    assert story.sim.obj["spec"]["template"] == good and story.sim.obj["spec"]["paused"]
+    state = story.tick()
+    assert state.storage_uri == "s3://m/v1"          # a new rollout of the good model
+    assert state.phase in (Phase.PENDING, Phase.WAITING_READY)
+    assert "Superseded" not in story.reasons()
