@@ -15,7 +15,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -29,6 +29,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from controller.analyzer import MetricAnalyzer
 from controller.judging import Analyzer
 from controller.kube import sealkey
+from controller.kube.annotations import POLICY_ANNOTATION
 from controller.kube.children import KubeChildren
 from controller.kube.client import KubeObjects, api_client
 from controller.kube.events import KubeEventRecorder
@@ -47,6 +48,7 @@ from controller.providers.prometheus import PrometheusProvider
 from controller.reconciler import Reconciler, Source
 from controller.rollout.snapshot import RolloutSnapshot
 from controller.routers import ROUTERS
+from controller.routers.deployment_gateway import CANARY_LABEL
 from controller.server import HttpServer, LimitedRoute, Request, Response, Route
 from controller.settings import Settings
 from controller.telemetry import Telemetry
@@ -97,6 +99,13 @@ def _review(request: Request,
     if not isinstance(review, dict):
         return Response(400, b"not an AdmissionReview\n")
     return Response.json(200, answer(review))
+
+
+def _rollwise_object(obj: Mapping[str, Any]) -> bool:
+    """An object that opted in (``rollwise.io/policy``) or one Rollwise made (its canary)."""
+    meta = obj.get("metadata") or {}
+    return (POLICY_ANNOTATION in (meta.get("annotations") or {})
+            or (meta.get("labels") or {}).get(CANARY_LABEL) == "true")
 
 
 def _pod_namespace() -> str:
@@ -285,8 +294,11 @@ class Daemon:
                                seconds=self.settings.tick_seconds, id="reload-policies",
                                max_instances=1, coalesce=True)
         self.scheduler.start()
-        for objects in self.watched:
-            objects.watch_forever(self.wake, self.stop)
+        self.objects.watch_forever(self.wake, self.stop)
+        for objects in self.watched[1:]:
+            # Most Deployments are nobody's rollout: only the opted-in ones and Rollwise's
+            # canaries wake a pass (the tick reads the rest anyway).
+            objects.watch_forever(self.wake, self.stop, relevant=_rollwise_object)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._signal)
         self.stop.wait()

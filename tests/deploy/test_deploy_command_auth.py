@@ -30,6 +30,10 @@ def test_the_canary_guard_never_blocks_a_deploy(objects: list[Manifest]) -> None
     assert hook["rules"] == [{**ISVC_RULE, "operations": ["UPDATE"]}, {
         "apiGroups": ["apps"], "apiVersions": ["v1"], "resources": ["deployments"],
         "scope": "Namespaced", "operations": ["UPDATE"]}]
+    # Called only for objects that opted in (the CEL itself is compiled by the real API
+    # server in every end-to-end run, which registers this configuration).
+    (condition,) = hook["matchConditions"]
+    assert "'rollwise.io/policy' in object.metadata.annotations" in condition["expression"]
     assert hook["namespaceSelector"] and hook["objectSelector"]
 
 
