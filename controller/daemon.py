@@ -16,7 +16,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -30,6 +30,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from controller.analyzer import MetricAnalyzer
 from controller.judging import Analyzer
 from controller.kube import sealkey
+from controller.kube.annotations import POLICY_ANNOTATION
+from controller.kube.children import KubeChildren
 from controller.kube.client import KubeObjects, api_client
 from controller.kube.events import KubeEventRecorder
 from controller.kube.informer import CachedObjects
@@ -45,9 +47,10 @@ from controller.notifications.slack import SlackNotifier
 from controller.notifications.socket_mode import SocketModeInteractions
 from controller.policystore import PolicyStore
 from controller.providers.prometheus import PrometheusProvider
-from controller.reconciler import Reconciler
+from controller.reconciler import Reconciler, Source
 from controller.rollout.snapshot import RolloutSnapshot
 from controller.routers import ROUTERS
+from controller.routers.deployment_gateway import CANARY_LABEL
 from controller.server import HttpServer, LimitedRoute, Request, Response, Route
 from controller.settings import Settings
 from controller.telemetry import Telemetry
@@ -100,6 +103,13 @@ def _review(request: Request,
     return Response.json(200, answer(review))
 
 
+def _rollwise_object(obj: Mapping[str, Any]) -> bool:
+    """An object that opted in (``rollwise.io/policy``) or one Rollwise made (its canary)."""
+    meta = obj.get("metadata") or {}
+    return (POLICY_ANNOTATION in (meta.get("annotations") or {})
+            or (meta.get("labels") or {}).get(CANARY_LABEL) == "true")
+
+
 def _pod_namespace() -> str:
     try:
         return SERVICE_ACCOUNT_NAMESPACE.read_text().strip()
@@ -125,14 +135,24 @@ class Daemon:
         identity = f"{socket.gethostname()}-{uuid.uuid4().hex[:6]}"
         self.api = api_client(settings.kubernetes, identity)
         self.policies = PolicyStore(settings.policy_dir)
-        # Every router drives the same resource today (KServe InferenceServices): one
-        # client lists them, and each object goes to the first router that supports it.
+        # One client per resource the routers drive (InferenceServices, Deployments); each
+        # object goes to the first router of its kind that supports it.
         self.routers = ROUTERS
-        resource = self.routers[0].resource
-        # One LIST, then a watch: passes read the informer's cache, never the API server.
-        self.objects = CachedObjects(KubeObjects(
-            self.api, resource, settings.kubernetes.namespaces,
-            on_api_error=lambda verb: self.telemetry.api_errors.labels(verb).inc()), self.api)
+        resources = list(dict.fromkeys(router.resource for router in self.routers))
+
+        def api_error(verb: str) -> None:
+            self.telemetry.api_errors.labels(verb).inc()
+
+        # Per resource, one LIST, then a watch: passes read the informers' caches, never
+        # the API server.
+        self.watched = [CachedObjects(KubeObjects(self.api, resource,
+                                                  settings.kubernetes.namespaces,
+                                                  on_api_error=api_error), self.api)
+                        for resource in resources]
+        self.objects = self.watched[0]
+        self.sources = [Source(objects, KubeEventRecorder(self.api, objects.resource,
+                                                          on_error=api_error))
+                        for objects in self.watched[1:]]
         if settings.leader_election.enabled:
             self.leader: LeaderElector | AlwaysLeader = LeaderElector(
                 KubeLeases(self.api, settings.leader_election), settings.leader_election,
@@ -156,11 +176,11 @@ class Daemon:
         self.reconciler = Reconciler(
             objects=self.objects, routers=self.routers, policies=self.policies,
             analyzer=analyzer,
-            events=KubeEventRecorder(self.api, resource, on_error=lambda verb:
-                                     self.telemetry.api_errors.labels(verb).inc()),
+            events=KubeEventRecorder(self.api, self.objects.resource, on_error=api_error),
             telemetry=self.telemetry, sealer=self.sealer, is_leader=self.leader.is_leader,
             clock=lambda: datetime.now().astimezone(), observers=observers, gates=gates,
-            background=True, look_every=timedelta(seconds=settings.tick_seconds))
+            background=True, look_every=timedelta(seconds=settings.tick_seconds),
+            extra=self.sources, children=KubeChildren(self.api, on_api_error=api_error))
         self.scheduler = BackgroundScheduler(timezone="UTC")
         self.pass_health = PassHealth(stuck_after=max(60.0, 10 * settings.tick_seconds))
         # Three faces, three listeners: health and metrics (kubelet, Prometheus), Slack
@@ -276,6 +296,10 @@ class Daemon:
                                max_instances=1, coalesce=True)
         self.scheduler.start()
         self.objects.watch_forever(self.wake, self.stop)
+        for objects in self.watched[1:]:
+            # Most Deployments are nobody's rollout: only the opted-in ones and Rollwise's
+            # canaries wake a pass (the tick reads the rest anyway).
+            objects.watch_forever(self.wake, self.stop, relevant=_rollwise_object)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._signal)
         self.stop.wait()

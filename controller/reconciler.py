@@ -33,7 +33,7 @@ from controller.judging import (
     JudgeRunner,
     request_for,
 )
-from controller.kube import EventRecorder, Objects
+from controller.kube import ChildWriter, EventRecorder, Objects
 from controller.kube.annotations import STATE_ANNOTATION, NothingToRestore
 from controller.kube.managed import Managed, read_managed, rollout_patch
 from controller.policy.model import RolloutPolicy
@@ -52,7 +52,7 @@ from controller.rollout.machine import (
 from controller.rollout.seal import Sealer
 from controller.rollout.snapshot import RolloutSnapshot
 from controller.rollout.state import Phase, RolloutState
-from controller.routers.base import TrafficRouter
+from controller.routers.base import HasChildren, Ref, TrafficRouter
 from controller.telemetry import Telemetry
 
 log = structlog.get_logger(__name__)
@@ -73,9 +73,18 @@ class NoLineageGate:
                                  "evaluation (settings: mlmd)")
 
 
+@dataclass(frozen=True)
+class Source:
+    """The objects of one more resource (a router's beside the first one's) and
+    the Events recorder that names their kind."""
+
+    objects: Objects
+    events: EventRecorder
+
+
 @dataclass
 class Reconciler:
-    objects: Objects                # the objects of the routers' resource
+    objects: Objects                # the objects of the first router's resource
     routers: Sequence[TrafficRouter]  # asked in order: the first that supports one drives it
     policies: PolicyStore
     analyzer: Analyzer
@@ -102,7 +111,17 @@ class Reconciler:
     watch_gap: timedelta = timedelta(seconds=30)
     # key -> (watched without a gap since, last seen)
     _watched: dict[str, tuple[datetime, datetime]] = field(default_factory=dict)
+    # The objects of the other routers' resources, listed, read and written like ``objects``.
+    extra: Sequence[Source] = ()
+    # Writes the objects a router makes beside its own (``HasChildren``: a canary
+    # Deployment, the route's weights); None: such routers' objects get none.
+    children: ChildWriter | None = None
     _runner: JudgeRunner = field(init=False)
+    # Per pass: where each object was listed (its Objects and Events), by key; and the
+    # related objects read (the routes and Services of a namespace are read once a pass,
+    # whatever the number of Deployments there; forgotten after any child write).
+    _source: dict[str, Source] = field(default_factory=dict)
+    _related: dict[Ref, Mapping[str, Any] | None] = field(default_factory=dict)
     _reset_pending: bool = False
 
     def __post_init__(self) -> None:
@@ -122,7 +141,11 @@ class Reconciler:
         reload = self.policies.reload()
         if reload.changed:
             self.telemetry.policy_problems.set(len(reload.problems))
-        objects = self.objects.list()
+        listing = [(source, obj) for source in (Source(self.objects, self.events), *self.extra)
+                   for obj in source.objects.list()]
+        objects = [obj for _, obj in listing]
+        self._source = {_key_of(obj): source for source, obj in listing}
+        self._related.clear()
         listed = {_key_of(obj) for obj in objects}
         for key in set(self._failing) - listed:
             self._failing.pop(key)  # deleted, or no longer watched
@@ -177,7 +200,14 @@ class Reconciler:
 
     def _read(self, obj: Mapping[str, Any]) -> Managed | None:
         try:
-            managed = read_managed(obj, self.routers, self.sealer, self.objects.related)
+            managed = read_managed(obj, self.routers, self.sealer, self._read_related)
+            if managed is not None and self._sync_children(managed, obj, managed.state):
+                # What serves is read after the children match the committed state, so a
+                # write not yet applied (a crash after the commit) is never a hand edit.
+                managed = read_managed(obj, self.routers, self.sealer, self._read_related)
+        except Conflict:
+            log.info("a child object changed since read; retrying next pass", key=_key_of(obj))
+            return None
         except Exception as err:  # a malformed object must not stop the others
             meta = _meta(obj)
             self._object_failed(_key_of(obj), str(meta.get("namespace", "")),
@@ -186,6 +216,29 @@ class Reconciler:
         if managed is None:
             self._failing.pop(_key_of(obj), None)
         return managed
+
+    def _sync_children(self, item: Managed, obj: Mapping[str, Any],
+                       state: RolloutState | None) -> bool:
+        """Make the router's children match ``state`` (the committed one); whether anything
+        was written. Never on an unreadable state: nothing is known to match."""
+        router = item.router
+        if (self.children is None or not isinstance(router, HasChildren)
+                or item.state_error is not None or not self.is_leader()):
+            return False
+        writes = router.children(obj, item.related, state)
+        if writes:
+            self._related.clear()
+            self.children.apply(writes)
+        return bool(writes)
+
+    def _read_related(self, ref: Ref) -> Mapping[str, Any] | None:
+        if ref not in self._related:
+            self._related[ref] = self.objects.related(ref)
+        return self._related[ref]
+
+    def _events_of(self, key: str) -> EventRecorder:
+        source = self._source.get(key)
+        return self.events if source is None else source.events
 
     def _guarded(self, item: Managed, stage: str,
                  work: Callable[[], RolloutState | None]) -> RolloutState | None:
@@ -212,7 +265,7 @@ class Reconciler:
         (log.error if expected else log.exception)(
             "object not reconciled", namespace=namespace, name=name, stage=stage, error=why)
         if namespace and name:
-            self.events.record(namespace, name, uid,
+            self._events_of(key).record(namespace, name, uid,
                                key=f"failed:{uid}:{hashlib.sha256(why.encode()).hexdigest()}",
                                reason="Unsupported" if isinstance(err, Unsupported)
                                else "ReconcileFailed", warning=True, at=self.clock(),
@@ -300,8 +353,9 @@ class Reconciler:
             return
         self._reported[item.key] = key
         log.error(message, namespace=item.namespace, name=item.name, reason=reason)
-        self.events.record(item.namespace, item.name, item.uid, key=f"{key}", reason=reason,
-                           message=message, warning=True, at=self.clock())
+        self._events_of(item.key).record(item.namespace, item.name, item.uid, key=f"{key}",
+                                         reason=reason, message=message, warning=True,
+                                         at=self.clock())
 
     def _reconcile(self, item: Managed, judgement: Judgement | None,
                    now: datetime) -> RolloutState | None:
@@ -344,7 +398,7 @@ class Reconciler:
         assert result.state is not None
         for why in item.bad_commands:
             bound.warning("unreadable command dropped", error=why)
-            self.events.record(item.namespace, item.name, item.uid,
+            self._events_of(item.key).record(item.namespace, item.name, item.uid,
                                key=f"refused:{item.uid}:{why}", reason="CommandRefused",
                                message=why[:MAX_EVENT_MESSAGE], warning=True, at=now)
         try:
@@ -352,15 +406,17 @@ class Reconciler:
                                   sealer=self.sealer, promoted=result.promoted)
         except NothingToRestore as err:
             bound.warning("cannot restore the previous spec", error=str(err))
-            self.events.record(item.namespace, item.name, item.uid,
+            self._events_of(item.key).record(item.namespace, item.name, item.uid,
                                key=f"{result.state.id}:no-restore", reason="RestoreFailed",
                                message=str(err), warning=True, at=now)
             patch = rollout_patch(item, result.state, None, result.handled, sealer=self.sealer,
                                   promoted=result.promoted)
         if not self.is_leader():
             return item.state
+        source = self._source.get(item.key)
+        objects = self.objects if source is None else source.objects
         try:
-            self.objects.patch(item.namespace, item.name, patch)
+            written = objects.patch(item.namespace, item.name, patch)
         except Conflict:
             self.telemetry.conflicts.inc()
             bound.info("object changed since read; retrying next pass")
@@ -369,6 +425,10 @@ class Reconciler:
             # Our own write is invalid for the API server (e.g. the object's annotations are
             # over 256 KiB with ours added): report it on the object; retrying cannot help.
             raise Rejected(f"{err}; the rollout state could not be written") from err
+        try:
+            self._sync_children(item, written, result.state)   # at once, not next pass
+        except RollwiseError as err:
+            bound.info("children not written yet; next pass", error=str(err))
         self._after_commit(item, result, bound)
         return result.state
 
@@ -394,7 +454,7 @@ class Reconciler:
 
     def _record_events(self, item: Managed, state: RolloutState) -> None:
         for record in state.last_events:
-            self.events.record(item.namespace, item.name, item.uid, key=record.key,
+            self._events_of(item.key).record(item.namespace, item.name, item.uid, key=record.key,
                                reason=record.reason, message=record.message,
                                warning=record.warning, at=state.phase_since)
 

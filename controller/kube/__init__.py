@@ -17,11 +17,15 @@ module                 what                                                  I/O
                        one fenced merge patch (annotations + the router's spec)
 ``events``             idempotent Events on the managed objects                I/O
 ``leases``             the Lease adapter under ``controller.leader``           I/O
+``children``           the objects a router makes beside its own (a canary     I/O
+                       Deployment and Service, a route's weights), written
+                       level-triggered from the committed state
 ``commands``           operator commands appended with a fenced read-modify-   I/O
                        write (through ``Objects``)
 ``webhook``            the admission webhooks' AdmissionReview logic           pure
 ``sealkey``            where the seal key comes from (file or Secret)          I/O
-``fakes``              ``FakeObjects``, ``FakeEvents``, ``InMemoryLeases``     memory
+``fakes``              ``FakeObjects``, ``FakeChildren``, ``FakeEvents``,      memory
+                       ``InMemoryLeases``
 =====================  ===================================================  =========
 
 This module imports no client library: importing a pure module of the package (or the
@@ -30,12 +34,12 @@ would bind the name ``annotations`` in this package, hiding the ``annotations`` 
 from ``from controller.kube import annotations``.)
 """
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from controller.routers.base import Ref
+from controller.routers.base import Ref, Write
 
 
 class Objects(Protocol):
@@ -58,6 +62,16 @@ class Objects(Protocol):
     def related(self, ref: Ref) -> Mapping[str, Any] | None:
         """Another object a traffic router reads to see what serves (``ref`` names its
         resource), or None when it is absent; KubeError when it cannot be read."""
+
+
+class ChildWriter(Protocol):
+    """The objects a router makes beside its own (``routers.base.HasChildren``):
+    ``children.KubeChildren`` on the API server, ``fakes.FakeChildren`` in memory."""
+
+    def apply(self, writes: Sequence[Write]) -> None:
+        """Send ``writes`` in order; ``Conflict`` when a fenced patch finds its object
+        changed, ``KubeError`` for any other failure (the rest are not sent). A create of
+        an object that exists and a delete of one that is gone are no-ops."""
 
 
 class EventRecorder(Protocol):

@@ -15,7 +15,16 @@ key                                    value                                  wr
 ``rollwise.io/slack-message``          ``{"rollout", "channel", "ts"}``       notifier
                                        sealed: the rollout's Slack message
 ``rollwise.io/model-artifact-id``      the model's MLMD artifact id           KFP hand-off
+``rollwise.io/route``                  on a Deployment: its HTTPRoute's name  users
+``rollwise.io/applied``                on an HTTPRoute or a canary            controller
+                                       Deployment: the digest of what
+                                       Rollwise last wrote there
 =====================================  =====================================  ===========
+
+The last two belong to the plain-Deployment router (``ROUTE_ANNOTATION``,
+``APPLIED_ANNOTATION``, defined in ``controller.routers.deployment_gateway`` and
+re-exported here); they are never on an InferenceService, so they are not in
+``ANNOTATION_KEYS``.
 
 Seals (``controller.rollout.seal``) prove that a value was written by Rollwise for this
 object; each purpose has its own (``SEAL_*``), so a value sealed for one is refused for
@@ -41,6 +50,8 @@ from typing import Any
 from controller.errors import StateUnreadable
 from controller.rollout.seal import Sealer
 from controller.rollout.state import Command, RolloutState
+from controller.routers.deployment_gateway import APPLIED_ANNOTATION as APPLIED_ANNOTATION
+from controller.routers.deployment_gateway import ROUTE_ANNOTATION as ROUTE_ANNOTATION
 
 POLICY_ANNOTATION = "rollwise.io/policy"
 STATE_ANNOTATION = "rollwise.io/rollout"

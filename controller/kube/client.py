@@ -127,14 +127,21 @@ class KubeObjects:
             result = self._call("list", f"{r.plural} in all namespaces",
                                 self._api.list_cluster_custom_object, r.group, r.version,
                                 r.plural)
-            return list(result.get("items", []))
+            return [self.with_kind(item) for item in result.get("items", [])]
         items: list[Mapping[str, Any]] = []
         for namespace in self.namespaces:
             result = self._call("list", f"{r.plural} in namespace {namespace}",
                                 self._api.list_namespaced_custom_object, r.group, r.version,
                                 namespace, r.plural)
-            items += result.get("items", [])
+            items += [self.with_kind(item) for item in result.get("items", [])]
         return items
+
+    def with_kind(self, obj: Mapping[str, Any]) -> Mapping[str, Any]:
+        """Items of a built-in type's List come without apiVersion and kind: say them, so
+        each object goes to a router of its own kind."""
+        if obj.get("kind"):
+            return obj
+        return {"apiVersion": self.resource.api_version, "kind": self.resource.kind, **obj}
 
     def get(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         r = self.resource
@@ -146,10 +153,15 @@ class KubeObjects:
             if err.status == 404:
                 return None
             raise
-        return result
+        return self.with_kind(result)
 
     def related(self, ref: Ref) -> Mapping[str, Any] | None:
         r = ref.resource
+        if ref.selector is not None:
+            return self._list_related(ref)
+        if r.group == "":
+            raise KubeError(f"cannot get {r.kind} {ref.namespace}/{ref.name}: only lists of "
+                            "core objects are read")
         try:
             result: Mapping[str, Any] = self._call(
                 "get", f"{r.kind} {ref.namespace}/{ref.name}",
@@ -159,6 +171,24 @@ class KubeObjects:
             if err.status == 404:
                 return None
             raise
+        return result
+
+    def _list_related(self, ref: Ref) -> Mapping[str, Any]:
+        """The List of ``ref.resource`` in ``ref.namespace`` matching ``ref.selector``
+        (core Services through CoreV1Api, the rest through the generic paths)."""
+        r = ref.resource
+        what = f"{r.plural} in namespace {ref.namespace}"
+        selector = ref.selector or None
+        if r.group == "":
+            if r.plural != "services":
+                raise KubeError(f"cannot list {what}: only core Services are read")
+            core = client.CoreV1Api(self._api.api_client)
+            listed = self._call("list", what, core.list_namespaced_service, ref.namespace,
+                                label_selector=selector)
+            result: Mapping[str, Any] = self._api.api_client.sanitize_for_serialization(listed)
+            return result
+        result = self._call("list", what, self._api.list_namespaced_custom_object, r.group,
+                            r.version, ref.namespace, r.plural, label_selector=selector)
         return result
 
     def patch(self, namespace: str, name: str, patch: Mapping[str, Any]) -> Mapping[str, Any]:

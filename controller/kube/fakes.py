@@ -5,6 +5,7 @@ asserts the exact requests sent.
 - ``FakeObjects``: ``Objects`` with resourceVersion fencing, merge-patch semantics, 409 and
   4xx injection, every patch recorded, related objects in ``others``; optionally the
   commands admission webhook, called as the API server would call it.
+- ``FakeChildren``: ``ChildWriter`` (controller.kube.children) on those related objects.
 - ``FakeEvents``: ``EventRecorder``, idempotent by key like Event names.
 - ``InMemoryLeases``: ``LeaseClient`` with fault injection (hangs, lost answers).
 
@@ -19,17 +20,17 @@ import itertools
 import json
 import threading
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from controller.errors import Conflict, LeaseConflict, Rejected
+from controller.errors import Conflict, KubeError, LeaseConflict, Rejected
 from controller.kube import LeaseRecord
 from controller.kube.annotations import COMMANDS_ANNOTATION, annotations_of
 from controller.kube.webhook import stamp_commands
 from controller.rollout.seal import Sealer
-from controller.routers.base import Ref
+from controller.routers.base import Ref, Write
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
@@ -65,6 +66,14 @@ class FakeObjects:
 
     def related(self, ref: Ref) -> Mapping[str, Any] | None:
         self.reads.append(ref)
+        if ref.selector is not None:
+            wanted = dict(pair.split("=", 1) for pair in ref.selector.split(",") if pair)
+            return {"items": [copy.deepcopy(obj) for key, obj in sorted(
+                self.others.items(), key=lambda kv: kv[0].name)
+                if key.resource == ref.resource and key.namespace == ref.namespace
+                and key.selector is None and all(
+                    ((obj.get("metadata") or {}).get("labels") or {}).get(k) == v
+                    for k, v in wanted.items())]}
         obj = self.others.get(ref)
         return copy.deepcopy(obj) if obj else None
 
@@ -109,6 +118,53 @@ class FakeObjects:
             (op,) = json.loads(base64.b64decode(response["patch"]))
             new["metadata"]["annotations"][COMMANDS_ANNOTATION] = op["value"]
         return new
+
+
+class FakeChildren:
+    """``ChildWriter`` in memory, on the related objects of a ``FakeObjects`` (its
+    ``others``): creates get a uid and resourceVersion 1, patches are merge patches fenced
+    by a ``metadata.resourceVersion`` in them, every write is recorded in ``writes``."""
+
+    def __init__(self, objects: FakeObjects) -> None:
+        self.objects = objects
+        self.writes: list[Write] = []
+        self.fail_next: Exception | None = None
+        self._uids = itertools.count(1)
+
+    def apply(self, writes: Sequence[Write]) -> None:
+        for write in writes:
+            if self.fail_next is not None:
+                error, self.fail_next = self.fail_next, None
+                raise error
+            ref = Ref(write.resource, write.namespace, write.name)
+            current = self.objects.others.get(ref)
+            if write.verb == "create":
+                self.writes.append(write)
+                if current is None:
+                    body = copy.deepcopy(dict(write.body or {}))
+                    body["metadata"] = {**body.get("metadata", {}), "resourceVersion": "1",
+                                        "uid": f"child-{next(self._uids)}", "generation": 1}
+                    self.objects.others[ref] = body
+            elif write.verb == "delete":
+                self.writes.append(write)
+                self.objects.others.pop(ref, None)
+            else:
+                if current is None:
+                    raise KubeError(f"cannot patch {write.resource.kind} {write.namespace}/"
+                                    f"{write.name}: HTTP 404: not found", 404)
+                patch = write.body or {}
+                wanted = (patch.get("metadata") or {}).get("resourceVersion")
+                version = current["metadata"].get("resourceVersion")
+                if wanted and wanted != version:
+                    raise Conflict(f"{write.resource.kind} {write.namespace}/{write.name} "
+                                   "changed since it was read", 409)
+                self.writes.append(write)
+                updated = merge_patch(current, patch)
+                updated["metadata"]["resourceVersion"] = str(int(version or 0) + 1)
+                if "spec" in patch:
+                    updated["metadata"]["generation"] = int(
+                        current["metadata"].get("generation") or 1) + 1
+                self.objects.others[ref] = updated
 
 
 class FakeEvents:

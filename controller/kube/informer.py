@@ -52,6 +52,7 @@ class Informer:
     def __init__(self, name: str, list_call: Callable[..., Any], *args: Any,
                  on_change: Callable[[], None], watch_timeout_s: int = 30,
                  on_relist: Callable[[], None] = lambda: None,
+                 relevant: Callable[[JsonObject], bool] = lambda obj: True,
                  **list_kwargs: Any) -> None:
         self.name = name
         self._list_call = list_call
@@ -59,6 +60,7 @@ class Informer:
         self._list_kwargs = list_kwargs
         self._on_change = on_change
         self._on_relist = on_relist
+        self._relevant = relevant      # which changes call on_change (all are cached)
         self._watch_timeout_s = watch_timeout_s
         self._lock = threading.Lock()
         self._cache: dict[ObjectKey, JsonObject] = {}
@@ -164,7 +166,8 @@ class Informer:
                 self._cache.pop(object_key(obj), None)
             else:
                 self._cache[object_key(obj)] = obj
-        self._on_change()
+        if self._relevant(obj):
+            self._on_change()
         return new_version
 
 
@@ -184,21 +187,25 @@ class CachedObjects:
         self._on_relist = on_relist
         self._custom = client.CustomObjectsApi(api_client)
         self._wake: Callable[[], None] = lambda: None
+        self._relevant: Callable[[Mapping[str, Any]], bool] = lambda obj: True
         r = self.resource
         if api.namespaces:
             self.informers = [
                 Informer(f"{r.plural}-{ns}", self._custom.list_namespaced_custom_object,
                          r.group, r.version, ns, r.plural, on_change=self._changed,
-                         on_relist=on_relist)
+                         on_relist=on_relist, relevant=self._relevant_change)
                 for ns in api.namespaces]
         else:
             self.informers = [
                 Informer(f"{r.plural}-all", self._custom.list_cluster_custom_object,
                          r.group, r.version, r.plural, on_change=self._changed,
-                         on_relist=on_relist)]
+                         on_relist=on_relist, relevant=self._relevant_change)]
 
     def _changed(self) -> None:
         self._wake()
+
+    def _relevant_change(self, obj: JsonObject) -> bool:
+        return self._relevant(obj)
 
     def _synced(self) -> None:
         for informer in self.informers:
@@ -208,14 +215,16 @@ class CachedObjects:
 
     def list(self) -> list[Mapping[str, Any]]:
         self._synced()
-        return [obj for informer in self.informers for obj in informer.items()]
+        # Items of a built-in type's List come without their kind: the API's reader says it.
+        return [self._api.with_kind(obj) for informer in self.informers
+                for obj in informer.items()]
 
     def get(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         self._synced()
         for informer in self.informers:
             found = informer.get(namespace, name)
             if found is not None:
-                return found
+                return self._api.with_kind(found)
         return None
 
     def related(self, ref: Ref) -> Mapping[str, Any] | None:
@@ -224,10 +233,14 @@ class CachedObjects:
     def patch(self, namespace: str, name: str, patch: Mapping[str, Any]) -> Mapping[str, Any]:
         return self._api.patch(namespace, name, patch)
 
-    def watch_forever(self, wake: Callable[[], None], stop: threading.Event) -> None:
-        """Start the informers; every change they see wakes the reconciler. They stop
-        with ``stop``."""
+    def watch_forever(self, wake: Callable[[], None], stop: threading.Event,
+                      relevant: Callable[[Mapping[str, Any]], bool] | None = None) -> None:
+        """Start the informers; every change they see (of an object ``relevant`` says
+        matters, when given: most Deployments are nobody's rollout) wakes the reconciler;
+        every change is cached. They stop with ``stop``."""
         self._wake = wake
+        if relevant is not None:
+            self._relevant = relevant
         for informer in self.informers:
             informer.start()
 

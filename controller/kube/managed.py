@@ -13,7 +13,7 @@ Pure. Callers: the reconciler, the CLI (``rollwise status``), the lineage gate.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from controller.kube.annotations import (
@@ -26,7 +26,7 @@ from controller.kube.annotations import (
 from controller.rollout.machine import RestoreSpec, SetCanary, TrafficAction
 from controller.rollout.seal import Sealer
 from controller.rollout.state import Observation, RolloutState
-from controller.routers.base import Ref, TrafficRouter, choose
+from controller.routers.base import KeepsObject, Ref, Related, TrafficRouter, choose
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,6 +37,7 @@ class Managed(Stored):
     router: TrafficRouter
     obj: Mapping[str, Any]                 # as the API server returned it
     observation: Observation
+    related: Related = field(default_factory=dict)   # the objects the router named, as read
 
     @property
     def url(self) -> str | None:
@@ -56,7 +57,8 @@ def read_managed(obj: Mapping[str, Any], routers: Sequence[TrafficRouter],
     router = choose(routers, obj)
     related = {ref: None if read is None else read(ref) for ref in router.related(obj)}
     return Managed(**{f.name: getattr(stored, f.name) for f in fields(Stored)},
-                   router=router, obj=obj, observation=router.observe(obj, related))
+                   router=router, obj=obj, observation=router.observe(obj, related),
+                   related=related)
 
 
 def rollout_patch(managed: Managed, state: RolloutState, traffic: TrafficAction | None,
@@ -83,6 +85,8 @@ def rollout_patch(managed: Managed, state: RolloutState, traffic: TrafficAction 
             managed, state, handled, sealer=sealer,
             last_good=router.spec(managed.obj) if promoted else None)}}
     spec = None if traffic is None else router.write(managed.obj, traffic, last_good=last_good)
+    if isinstance(router, KeepsObject):
+        spec = {**router.steady(managed.obj, state), **(spec or {})}
     if spec:
         patch["spec"] = spec
     return patch

@@ -186,7 +186,7 @@ PromQLTemplate = Annotated[
 ]
 
 ProviderPreset = Literal["knative-queue-proxy", "knative-otel", "kserve-model-server",
-                         "kserve-standard", "istio"]
+                         "kserve-standard", "istio", "deployment-pods"]
 """Where the request metrics come from.
 
 ``knative-queue-proxy``: Knative Serving up to 1.18 (``revision_app_request_*``);
@@ -194,7 +194,9 @@ ProviderPreset = Literal["knative-queue-proxy", "knative-otel", "kserve-model-se
 ``kserve-model-server``: the KServe Python model server (``request_predict_seconds``);
 ``kserve-standard``: that server in KServe Standard mode, per predictor Deployment (errors
 are predictions without a postprocess);
-``istio``: the Istio sidecar (``istio_requests_total``).
+``istio``: the Istio sidecar (``istio_requests_total``);
+``deployment-pods``: pods of plain Deployments instrumented by OpenTelemetry's otelhttp
+(``http_server_request_duration_seconds``), per ``pod_template_hash``.
 """
 
 
@@ -423,6 +425,7 @@ PRESET_KINDS: dict[str, frozenset[str]] = {
     "kserve-model-server": frozenset({"latency"}),
     "kserve-standard": frozenset({"ratio", "latency"}),
     "istio": frozenset({"ratio", "latency"}),
+    "deployment-pods": frozenset({"ratio", "latency"}),
 }
 
 

@@ -21,7 +21,9 @@ server (``request_predict_seconds`` by ``model_name``; the revision comes from t
 name ``<revision>-deployment-...`` that Prometheus' Kubernetes discovery puts in ``pod``),
 the same server in KServe Standard mode (``kserve-standard``: pods
 ``<deployment>-<hash>-<suffix>``, errors as predictions without a postprocess),
-and Istio (``istio_requests_total``, ``destination_workload`` = ``<revision>-deployment``).
+Istio (``istio_requests_total``, ``destination_workload`` = ``<revision>-deployment``),
+and pods of plain Deployments (``deployment-pods``: otelhttp's
+``http_server_request_duration_seconds`` by the ``pod_template_hash`` target label).
 """
 
 from __future__ import annotations
@@ -157,12 +159,28 @@ def _sink_histogram(metric: str) -> Template:
                     "revision", True)
 
 
+def _deployment_pods(kind: Series) -> Template | None:
+    """Pods of plain Deployments serving their own HTTP, instrumented by OpenTelemetry's
+    otelhttp (``http_server_request_duration_seconds``) and scraped with Kubernetes
+    discovery's pod labels, so that each sample carries ``pod_template_hash``: the
+    revision is the template hash (``routers/deployment_gateway.py``)."""
+    sel = 'namespace="${namespace}", pod_template_hash=~"${revision}"'
+    metric = "http_server_request_duration_seconds"
+    return {
+        "total": Template(f"{metric}_count{{{sel}}}", "pod_template_hash", False),
+        "errors": Template(f'{metric}_count{{{sel}, http_response_status_code=~"5.."}}',
+                           "pod_template_hash", False),
+        "latency": Template(f"{metric}_bucket{{{sel}}}", "pod_template_hash", True),
+    }.get(kind)
+
+
 PRESETS = {
     "knative-queue-proxy": _knative_legacy,
     "knative-otel": _knative_otel,
     "kserve-model-server": _kserve_model_server,
     "kserve-standard": _kserve_standard,
     "istio": _istio,
+    "deployment-pods": _deployment_pods,
 }
 
 
@@ -186,6 +204,10 @@ def templates_for(check: RatioCheck | LatencyCheck | DistributionCheck,
         return {"histogram": latency}
     if check.metric == SINK_METRIC:     # already per revision, whatever the serving mode
         return {"histogram": _sink_histogram(check.metric)}
+    if preset == "deployment-pods":     # the custom histogram, by template hash
+        return {"histogram": Template(
+            f'{check.metric}_bucket{{namespace="${{namespace}}", '
+            f'pod_template_hash=~"${{revision}}"}}', "pod_template_hash", True)}
     if preset == "kserve-standard":     # the custom histogram, on Standard-mode pods
         return {"histogram": _pod_histogram(check.metric, _STANDARD_POD, _STANDARD_REVISION)}
     return {"histogram": _pod_histogram(check.metric)}

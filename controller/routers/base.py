@@ -30,11 +30,11 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from controller.errors import Unsupported
 from controller.rollout.machine import Serving, TrafficAction
-from controller.rollout.state import Observation
+from controller.rollout.state import Observation, RolloutState
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,9 @@ class Ref:
     resource: Resource
     namespace: str
     name: str
+    # A label selector ("" for all): the objects of ``resource`` in ``namespace`` that match
+    # it, read as one List (``{"items": [...]}``) instead of the object ``name``.
+    selector: str | None = None
 
 
 Related = Mapping[Ref, Mapping[str, Any] | None]
@@ -103,6 +106,39 @@ class TrafficRouter(Serving, Protocol):
         update (what a router that moves the new model elsewhere puts back)."""
 
 
+@dataclass(frozen=True)
+class Write:
+    """One write of an object a router makes beside its own (a canary Deployment, a route):
+    ``create`` a body, merge-``patch`` (fenced by the ``metadata.resourceVersion`` in the
+    body, when it has one) or ``delete``. ``controller.kube.children`` sends them."""
+
+    verb: str                     # "create" | "patch" | "delete"
+    resource: Resource
+    namespace: str
+    name: str
+    body: Mapping[str, Any] | None = None
+
+
+@runtime_checkable
+class HasChildren(Protocol):
+    """A router whose rollout needs objects beside its own, made level-triggered from the
+    committed rollout state (the canary Deployment and Service, the route's backendRefs)."""
+
+    def children(self, obj: Mapping[str, Any], related: Related,
+                 state: RolloutState | None) -> tuple[Write, ...]:
+        """The writes, in order, that make those objects match ``state`` (none when they
+        already do); ``related`` is what ``related(obj)`` named, as read."""
+
+
+@runtime_checkable
+class KeepsObject(Protocol):
+    """A router whose object carries fields of its own under a rollout state (a Deployment
+    kept paused): merged into every write of the object, under the traffic action's."""
+
+    def steady(self, obj: Mapping[str, Any], state: RolloutState) -> dict[str, Any]:
+        """The ``spec`` fields ``obj`` must carry under ``state`` that it does not yet."""
+
+
 def spec_hash(spec: Mapping[str, Any]) -> str:
     """What identifies a model version: the hash of a router's ``spec`` (canonical JSON).
     Stored in the rollout state, so it never changes for a given spec."""
@@ -111,10 +147,13 @@ def spec_hash(spec: Mapping[str, Any]) -> str:
 
 
 def choose(routers: Sequence[TrafficRouter], obj: Mapping[str, Any]) -> TrafficRouter:
-    """The first router that drives ``obj``; ``Unsupported`` with every router's reason when
-    none does."""
+    """The first router of ``obj``'s kind that drives it; ``Unsupported`` with every such
+    router's reason when none does."""
     reasons = []
+    obj_kind = obj.get("kind")
     for router in routers:
+        if obj_kind and router.resource.kind != obj_kind:
+            continue        # another resource's router (an object without kind: any)
         why = router.supports(obj)
         if why is None:
             return router

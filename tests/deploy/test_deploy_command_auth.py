@@ -27,7 +27,13 @@ def test_the_canary_guard_never_blocks_a_deploy(objects: list[Manifest]) -> None
     hook = _webhooks(objects)[CANARY_GUARD]
     assert hook["failurePolicy"] == "Ignore" and hook["sideEffects"] == "None"
     # Only updates: a first deploy has no stable revision to protect.
-    assert hook["rules"] == [{**ISVC_RULE, "operations": ["UPDATE"]}]
+    assert hook["rules"] == [{**ISVC_RULE, "operations": ["UPDATE"]}, {
+        "apiGroups": ["apps"], "apiVersions": ["v1"], "resources": ["deployments"],
+        "scope": "Namespaced", "operations": ["UPDATE"]}]
+    # Called only for objects that opted in (the CEL itself is compiled by the real API
+    # server in every end-to-end run, which registers this configuration).
+    (condition,) = hook["matchConditions"]
+    assert "'rollwise.io/policy' in object.metadata.annotations" in condition["expression"]
     assert hook["namespaceSelector"] and hook["objectSelector"]
 
 

@@ -116,12 +116,27 @@ def test_rbac_is_exactly_the_reviewed_deploy_rbac(render: Render, overlay: str) 
 
 
 def test_the_controller_only_reads_the_routes_kserve_owns(render: Render) -> None:
-    """The Standard-mode router needs one more verb, and only that: get on HTTPRoutes
-    (never list, watch or any write: KServe and the gateway own them)."""
+    """The Standard-mode router needs get on HTTPRoutes (never watch or any write on
+    KServe's); the Deployment router lists the routes of a namespace and patches the
+    user's backendRefs weights, nothing else (no watch, update or delete)."""
     rules = find(render(DEPLOY / "rbac"), "ClusterRole", "rollwise-controller")["rules"]
     gateway = [r for r in rules if set(r["apiGroups"]) & {"gateway.networking.k8s.io", "*"}]
     assert gateway == [{"apiGroups": ["gateway.networking.k8s.io"],
-                        "resources": ["httproutes"], "verbs": ["get"]}]
+                        "resources": ["httproutes"], "verbs": ["get"]},
+                       {"apiGroups": ["gateway.networking.k8s.io"],
+                        "resources": ["httproutes"], "verbs": ["list", "patch"]}]
+
+
+def test_the_deployment_router_grants_are_only_what_it_uses(render: Render) -> None:
+    """Deployments: read, watch, patch, and create/delete (the canary); ReplicaSets only
+    listed; Services listed, created and deleted (the canary's), never patched."""
+    rules = find(render(DEPLOY / "rbac"), "ClusterRole", "rollwise-controller")["rules"]
+    apps = {(r["resources"][0], tuple(r["verbs"])) for r in rules if r["apiGroups"] == ["apps"]}
+    assert apps == {("deployments", ("get", "list", "watch", "patch", "create", "delete")),
+                    ("replicasets", ("list",))}
+    core = [r for r in rules if r["apiGroups"] == [""] and "services" in r["resources"]]
+    assert core == [{"apiGroups": [""], "resources": ["services"],
+                     "verbs": ["list", "create", "delete"]}]
 
 
 def test_the_controller_runs_as_the_account_the_rbac_binds(objects: list[Manifest]) -> None:

@@ -29,7 +29,12 @@ NEEDED_PER_NAMESPACE = {("serving.kserve.io", "inferenceservices"): {"get", "lis
                                                                       "patch"},
                         ("", "events"): {"create"},
                         # KServe Standard mode: the split in force is read from its routes.
-                        ("gateway.networking.k8s.io", "httproutes"): {"get"}}
+                        ("gateway.networking.k8s.io", "httproutes"): {"get", "list", "patch"},
+                        # Plain Deployments: the user's, the canary, its Service.
+                        ("apps", "deployments"): {"get", "list", "watch", "patch", "create",
+                                                  "delete"},
+                        ("apps", "replicasets"): {"list"},
+                        ("", "services"): {"list", "create", "delete"}}
 # Namespaces that must never be selected, beside the watched ones.
 OTHERS = ("default", "kube-system", "rollwise-system", "another-team")
 

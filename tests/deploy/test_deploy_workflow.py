@@ -33,9 +33,12 @@ def test_rollwise_is_installed_as_users_install_it() -> None:
     assert f"{image['newName']}:{image['newTag']}" == "rollwise:dev"
 
 
-def test_the_suite_runs_against_the_cluster() -> None:
+def test_the_cluster_tests_run_against_the_cluster_and_read_its_kubeconfig() -> None:
     (step,) = [s for s in _steps() if "ROLLWISE_E2E_KUBECONFIG" in s.get("env", {})]
-    assert "pytest -m e2e" in step["run"]
+    assert "pytest -m cluster -ra tests/cluster" in step["run"]
+    # ... which the tests read (without it they run on the simulated cluster: make test).
+    tests = (ROOT / "tests" / "cluster" / "test_cluster.py").read_text()
+    assert 'os.environ.get("ROLLWISE_E2E_KUBECONFIG")' in tests
 
 
 def test_everything_downloaded_is_pinned() -> None:

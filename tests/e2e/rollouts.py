@@ -51,6 +51,14 @@ DRIFTED = Behaviour(latency_median_ms=40, latency_sigma=0.3, error_rate=0.01,
 # What only the KServe Standard-mode router uses (test_standard_e2e proves it is used): a
 # world of Knative-mode objects never reads an HTTPRoute.
 STANDARD_ONLY_GRANTS = {("get", "gateway.networking.k8s.io", "httproutes")}
+# What only the plain-Deployment router uses (test_deployment_e2e proves it is used); any
+# world lists and watches Deployments, since the controller looks for managed ones.
+DEPLOYMENT_ONLY_GRANTS = {("get", "apps", "deployments"), ("patch", "apps", "deployments"),
+                          ("create", "apps", "deployments"), ("delete", "apps", "deployments"),
+                          ("list", "apps", "replicasets"), ("list", "", "services"),
+                          ("create", "", "services"), ("delete", "", "services"),
+                          ("list", "gateway.networking.k8s.io", "httproutes"),
+                          ("patch", "gateway.networking.k8s.io", "httproutes")}
 
 
 def rbac_grants() -> set[tuple[str, str, str]]:

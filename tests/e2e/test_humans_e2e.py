@@ -22,6 +22,7 @@ from simulations.kube.build import Binaries
 from simulations.slack import SlackSim, block_actions_payload, signed_interaction
 from simulations.world import World, WorldConfig
 from tests.e2e.rollouts import (
+    DEPLOYMENT_ONLY_GRANTS,
     GOOD,
     NAMESPACE,
     STANDARD_ONLY_GRANTS,
@@ -219,9 +220,10 @@ def test_a_command_is_recorded_as_the_user_the_api_server_authenticated(env: Env
 
 def test_the_rbac_grants_exactly_what_the_controller_used(env: Env) -> None:
     """From the audit log: no request was forbidden, and every granted verb was used (the
-    Standard-mode router's own grants by test_standard_e2e)."""
+    Standard-mode router's own grants by test_standard_e2e, the Deployment router's by
+    test_deployment_e2e)."""
     calls = env.world.controller_api_calls()
     assert not [c for c in calls if c[3] == 403], sorted(calls)
     used = {(verb, group, resource) for verb, group, resource, _ in calls}
-    unused = rbac_grants() - used - STANDARD_ONLY_GRANTS
+    unused = rbac_grants() - used - STANDARD_ONLY_GRANTS - DEPLOYMENT_ONLY_GRANTS
     assert not unused, f"deploy/rbac grants what the controller never used: {sorted(unused)}"

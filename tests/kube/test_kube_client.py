@@ -62,8 +62,11 @@ GVR = ("serving.kserve.io", "v1beta1")
 
 def test_it_calls_the_api_for_its_resource_exactly() -> None:
     kube, api, counted = objects({"items": [{"a": 1}]}, {"b": 2}, {"c": 3})
-    assert kube.list() == [{"a": 1}]
-    assert kube.get("models", "churn") == {"b": 2}
+    # Items of a List (built-in types) come without their kind: it is said, so that each
+    # object goes to a router of its kind.
+    typed = {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService"}
+    assert kube.list() == [{**typed, "a": 1}]
+    assert kube.get("models", "churn") == {**typed, "b": 2}
     patch = {"metadata": {"resourceVersion": "7"}}
     assert kube.patch("models", "churn", patch) == {"c": 3}
     assert api.calls == [("list", (*GVR, "models", "inferenceservices")),

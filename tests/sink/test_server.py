@@ -14,7 +14,7 @@ from controller.providers.presets import SINK_METRIC
 from controller.sink.histograms import PredictionHistograms
 from controller.sink.revisions import FakeOwners, RevisionMapper
 from controller.sink.server import PredictionSink, listener
-from tests.sink.test_events import POD, REQUEST_TYPE, V1_RESPONSE, V2_RESPONSE, agent_headers
+from tests.sink.test_sink_events import POD, REQUEST_TYPE, V1_RESPONSE, V2_RESPONSE, agent_headers
 
 REVISION = "iris-predictor-00002"
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from controller.kube.annotations import SEAL_LAST_GOOD, STATE_ANNOTATION
-from controller.kube.fakes import FakeEvents, FakeObjects
+from controller.kube.fakes import FakeChildren, FakeEvents, FakeObjects
 from controller.policystore import PolicyStore
 from controller.reconciler import Reconciler
 from controller.rollout.machine import Judgement
@@ -53,11 +53,12 @@ def store(tmp_path: Path) -> PolicyStore:
 
 
 def make(store: PolicyStore, isvcs: FakeObjects, judgement: Judgement | None = None,
-         now: datetime = T0) -> tuple[Reconciler, FakeEvents, FakeAnalyzer]:
+         now: datetime = T0, children: FakeChildren | None = None,
+         ) -> tuple[Reconciler, FakeEvents, FakeAnalyzer]:
     events, analyzer = FakeEvents(), FakeAnalyzer(judgement)
     reconciler = Reconciler(objects=isvcs, routers=ROUTERS, policies=store, analyzer=analyzer,
                             events=events, telemetry=Telemetry(), sealer=TEST_SEALER,
-                            clock=lambda: now)
+                            clock=lambda: now, children=children)
     return reconciler, events, analyzer
 
 
@@ -310,6 +311,8 @@ class _KnativeCase:
     """An InferenceService in Knative mode (hand-built status, as above)."""
 
     key = ("models", "churn")
+    adopted_spec: Any = None
+    children: FakeChildren | None = None
 
     def __init__(self) -> None:
         self.pulled_back: Any = {"predictor": {"canaryTrafficPercent": 10}}
@@ -325,6 +328,8 @@ class _StandardCase:
     """An InferenceService in Standard mode, reconciled by the simulated KServe."""
 
     key = ("models", "iris")
+    adopted_spec: Any = None
+    children: FakeChildren | None = None
 
     def __init__(self) -> None:
         from tests.routers.standard_world import StandardSim, model
@@ -343,19 +348,47 @@ class _StandardCase:
         self.sim.sync(objects)        # KServe rolls the stable Deployment at once
 
 
+class _DeploymentCase:
+    """A plain Deployment behind an HTTPRoute (the deployment controller simulated)."""
+
+    key = ("models", "churn")
+    def __init__(self) -> None:
+        from tests.routers.deployment_world import DeploymentSim
+
+        self.adopted_spec: Any = {"paused": True}         # kept paused from adoption on
+        # A template edit with paused reset (kubectl replace) while the webhook was down:
+        # pulled back by pausing D again.
+        self.pulled_back: Any = {"paused": True}
+        self.sim = DeploymentSim()
+        self.children: FakeChildren | None = self.sim.children
+
+    def adopted(self) -> FakeObjects:
+        return self.sim.objects
+
+    def edit_model(self, objects: FakeObjects, uri: str) -> None:
+        from tests.routers.deployment_world import template
+
+        obj = objects.objects[self.key]
+        obj["spec"]["template"] = template(uri)
+        obj["spec"]["paused"] = False
+
+
+Case = _KnativeCase | _StandardCase | _DeploymentCase
 CASES = [pytest.param(_KnativeCase, id="kserve-knative"),
-         pytest.param(_StandardCase, id="kserve-standard")]
+         pytest.param(_StandardCase, id="kserve-standard"),
+         pytest.param(_DeploymentCase, id="deployment-gateway")]
 
 
 @pytest.mark.parametrize("case_type", CASES)
 def test_an_unguarded_model_change_is_pulled_back_in_one_fenced_patch(
-        store: PolicyStore, case_type: type[_KnativeCase | _StandardCase]) -> None:
+        store: PolicyStore, case_type: type[Case]) -> None:
     case = case_type()
     objects = case.adopted()
-    reconciler, events, _ = make(store, objects)
+    reconciler, events, _ = make(store, objects, children=case.children)
     reconciler.run_once()                                   # adopt v1
     adopted = json.loads(objects.patches[-1][2]["metadata"]["annotations"][STATE_ANNOTATION])
-    assert adopted["phase"] == "Succeeded" and "spec" not in objects.patches[-1][2]
+    assert adopted["phase"] == "Succeeded"
+    assert objects.patches[-1][2].get("spec") == case.adopted_spec
     case.edit_model(objects, "s3://m/v2")                   # the webhook was down
     version = objects.objects[case.key]["metadata"]["resourceVersion"]
     reconciler.run_once()
@@ -370,10 +403,10 @@ def test_an_unguarded_model_change_is_pulled_back_in_one_fenced_patch(
 
 @pytest.mark.parametrize("case_type", CASES)
 def test_a_conflict_writes_nothing_and_the_next_pass_retries(
-        store: PolicyStore, case_type: type[_KnativeCase | _StandardCase]) -> None:
+        store: PolicyStore, case_type: type[Case]) -> None:
     case = case_type()
     objects = case.adopted()
-    reconciler, _, _ = make(store, objects)
+    reconciler, _, _ = make(store, objects, children=case.children)
     reconciler.run_once()
     case.edit_model(objects, "s3://m/v2")
     written = len(objects.patches)
@@ -386,12 +419,12 @@ def test_a_conflict_writes_nothing_and_the_next_pass_retries(
 
 @pytest.mark.parametrize("case_type", CASES)
 def test_a_write_an_admission_webhook_refuses_is_reported_on_the_object_once(
-        store: PolicyStore, case_type: type[_KnativeCase | _StandardCase]) -> None:
+        store: PolicyStore, case_type: type[Case]) -> None:
     """KServe's validator answers a bad spec with 403 (``client.failure`` makes it
     ``Rejected``): reported on the object, never a crash."""
     case = case_type()
     objects = case.adopted()
-    reconciler, events, _ = make(store, objects)
+    reconciler, events, _ = make(store, objects, children=case.children)
     reconciler.run_once()
     case.edit_model(objects, "s3://m/v2")
     objects.rejected[case.key] = ('admission webhook "inferenceservice.kserve-webhook-server.'
