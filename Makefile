@@ -69,9 +69,12 @@ unit: $(STAMP) $(KFP_STAMP)
 e2e: $(STAMP) system-deps control-plane
 	$(BIN)/pytest -m e2e $(PYTEST_ARGS)
 
-# The chaos suite at full size (`make test` runs a short variant): kill -9 over 20 rollouts.
+# The chaos suite at full size (`make test` runs a short variant): kill -9 over 20 rollouts;
+# 3 replicas over 12 rollouts with 8 leader kills, 4 freezes and 3 API-server restarts.
 chaos: $(STAMP) system-deps control-plane
-	ROLLWISE_CHAOS_ROLLOUTS=20 ROLLWISE_CHAOS_KILLS=20 $(BIN)/pytest -m chaos $(PYTEST_ARGS)
+	ROLLWISE_CHAOS_ROLLOUTS=20 ROLLWISE_CHAOS_KILLS=20 \
+	ROLLWISE_REPLICAS_ROLLOUTS=12 ROLLWISE_REPLICAS_KILLS=8 ROLLWISE_REPLICAS_FREEZES=4 \
+	ROLLWISE_REPLICAS_API_RESTARTS=3 $(BIN)/pytest -m chaos $(PYTEST_ARGS)
 
 test: $(STAMP) $(KFP_STAMP) system-deps control-plane lint
 	KFP_PYTHON=$(KFP_VENV)/bin/python $(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile --durations=25 $(PYTEST_ARGS)
