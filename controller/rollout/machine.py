@@ -137,6 +137,9 @@ class Event:
     reason: str        # Kubernetes Event reason, CamelCase
     message: str
     warning: bool = False
+    # Told once per rollout step whatever its message: a notice whose numbers change from
+    # one look to the next (stable's history found so far) is one Event, not one a look.
+    once: bool = False
 
 
 @dataclass(frozen=True)
@@ -202,8 +205,9 @@ def with_event_records(result: Result) -> Result:
     if state is None:
         return result
     records = tuple(
-        EventRecord(key=f"{state.id}:{e.reason}:{state.step}:{state.phase_since.isoformat()}"
-                        f":{hashlib.sha256(e.message.encode()).hexdigest()[:12]}",
+        EventRecord(key=(f"{state.id}:{e.reason}:{state.step}" if e.once else
+                         f"{state.id}:{e.reason}:{state.step}:{state.phase_since.isoformat()}"
+                         f":{hashlib.sha256(e.message.encode()).hexdigest()[:12]}"),
                     reason=e.reason, message=e.message[:MAX_EVENT_MESSAGE], warning=e.warning)
         for e in result.events)
     return replace(result, state=state.evolve(last_events=records))
@@ -493,7 +497,7 @@ class _Tick:
                 result.state.phase.terminal):
             return result
         return replace(result, events=(*result.events, Event(
-            "analysisDegraded", "HistoryShort", judgement.notice)))
+            "analysisDegraded", "HistoryShort", judgement.notice, once=True)))
 
     def _confirm_promotion(self) -> Result:
         """Trust the serving layer's status, not our own write: promoted when it says so."""

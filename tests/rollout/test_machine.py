@@ -533,3 +533,10 @@ def test_a_notice_is_told_once_as_a_normal_event_whatever_the_verdict() -> None:
         judgement=replace(WAIT, notice=note)))
     assert recorded.state is not None
     assert [r.reason for r in recorded.state.last_events] == ["HistoryShort"]
+    # A later look finds one more interval: the message changes, the Event is the same one.
+    later = machine.with_event_records(decide(
+        progressing(), "p", POLICY, canary_obs(10), T0 + timedelta(minutes=3, seconds=5),
+        judgement=replace(WAIT, notice=note + " (2 of 30)")))
+    assert later.state is not None
+    assert [r.key for r in later.state.last_events] == [
+        r.key for r in recorded.state.last_events]
