@@ -116,6 +116,14 @@ class Reconciler:
     # Writes the objects a router makes beside its own (``HasChildren``: a canary
     # Deployment, the route's weights); None: such routers' objects get none.
     children: ChildWriter | None = None
+    # A pass skips an object its last reconcile left quiet (no rollout in flight: none yet
+    # or ended; no command pending; no failure) until its resourceVersion changes, the
+    # policies change, leadership is regained, or ``resync`` has passed since all objects
+    # were last reconciled: work per pass grows with the objects that need work, not with
+    # the objects that exist (issue 17). key -> (resourceVersion, phase for the gauge).
+    resync: timedelta = timedelta(minutes=5)
+    _quiet: dict[str, tuple[str, Phase | None]] = field(default_factory=dict)
+    _resynced_at: datetime | None = None
     _runner: JudgeRunner = field(init=False)
     # Per pass: where each object was listed (its Objects and Events), by key; and the
     # related objects read (the routes and Services of a namespace are read once a pass,
@@ -129,7 +137,8 @@ class Reconciler:
             self.analyzer, self._judged)
 
     def run_once(self) -> None:
-        """One pass over every managed object.
+        """One pass over every managed object that may need work (objects left quiet by
+        their last reconcile and unchanged since are skipped: ``resync``).
 
         Only a failure to list the objects fails the pass (the API is unreachable: nothing
         can be done anywhere). Everything about one object happens inside its own error
@@ -149,7 +158,21 @@ class Reconciler:
         listed = {_key_of(obj) for obj in objects}
         for key in set(self._failing) - listed:
             self._failing.pop(key)  # deleted, or no longer watched
-        managed = [m for m in (self._read(obj) for obj in objects) if m is not None]
+        if reload.changed or self._resynced_at is None or now - self._resynced_at >= self.resync:
+            self._quiet.clear()
+            self._resynced_at = now
+        phases: dict[str, int] = {}
+        active = []
+        for obj in objects:
+            quiet = self._quiet.get(_key_of(obj))
+            if quiet is not None and quiet[0] == str(_meta(obj).get("resourceVersion", "")):
+                if quiet[1] is not None:
+                    phases[quiet[1]] = phases.get(quiet[1], 0) + 1
+                continue
+            self._quiet.pop(_key_of(obj), None)
+            active.append(obj)
+        self.telemetry.objects_skipped.set(len(objects) - len(active))
+        managed = [m for m in (self._read(obj) for obj in active) if m is not None]
         judgements = self._judge(managed, self._actionable(managed), now)
         if not self._caught_up:
             # After a (re)start, side effects missed during an outage or a crash are caught
@@ -158,7 +181,6 @@ class Reconciler:
                 if item.state is not None:
                     self._guarded(item, "catch-up", partial(self._catch_up, item))
             self._caught_up = True
-        phases: dict[str, int] = {}
         for item in managed:
             if not self.is_leader():
                 log.warning("lost leadership mid-pass; stopping")
@@ -167,6 +189,12 @@ class Reconciler:
                 self._reconcile, item, judgements.get(item.key), now))
             if state is not None:
                 phases[state.phase] = phases.get(state.phase, 0) + 1
+            if item.key not in self._failing and not item.commands and not item.bad_commands \
+                    and item.state_error is None and (state is None or state.phase.terminal):
+                # A write this pass changes the resourceVersion: the next pass reads it once
+                # more, and then it is quiet.
+                self._quiet[item.key] = (item.resource_version,
+                                         None if state is None else state.phase)
         for phase_gauge in Phase:
             self.telemetry.rollouts.labels(str(phase_gauge)).set(phases.get(phase_gauge, 0))
         self.telemetry.objects_failing.set(len(self._failing))
@@ -184,6 +212,7 @@ class Reconciler:
             return
         self._reset_pending = False
         self._caught_up = False
+        self._quiet.clear()
         self._last_analysis.clear()
         self._watched.clear()
         self._reported.clear()

@@ -57,6 +57,10 @@ class Telemetry:
                                      ["stage"], registry=r)
         self.objects_failing = Gauge("rollwise_objects_failing",
                                      "Managed objects whose last reconcile failed.", registry=r)
+        self.objects_skipped = Gauge("rollwise_objects_quiet",
+                                     "Objects the last pass skipped: unchanged since a "
+                                     "reconcile that left them with no rollout in flight.",
+                                     registry=r)
         self.pass_failures = Counter("rollwise_reconcile_pass_failures_total",
                                      "Reconcile passes that failed as a whole (the objects "
                                      "could not be listed).", registry=r)
