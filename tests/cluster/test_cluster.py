@@ -20,9 +20,8 @@ with the user the API server authenticated and rolls the canary back to weight 0
 from __future__ import annotations
 
 import os
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,6 +37,7 @@ from controller.cli import main
 from controller.kube.annotations import STATE_ANNOTATION
 from controller.rollout.state import Phase, RolloutState
 from controller.routers.kserve_knative import GROUP, PLURAL, VERSION, WEIGHT_FIELD
+from tests.e2e.rollouts import wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.e2e]
 
@@ -106,16 +106,6 @@ def _simulated_cluster(request: pytest.FixtureRequest, tmp: Path) -> Iterator[Ta
     with world, ControllerProcess(world, ROOT / "policies", tmp / "controller.log"):
         yield Target(world.cluster.admin_kubeconfig, NAMESPACE,
                      world.cluster.controller_namespace, 60.0, real=False)
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(1.0)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def get_isvc(target: Target, name: str) -> dict[str, Any]:

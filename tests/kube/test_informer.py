@@ -20,18 +20,9 @@ from controller.kube.informer import CachedObjects, Informer, JsonObject
 from controller.routers.kserve_knative import GROUP, KNATIVE, PLURAL, VERSION
 from simulations.kube.build import Binaries
 from simulations.kube.controlplane import ControlPlane
+from tests.e2e.rollouts import wait_for
 
 pytestmark = pytest.mark.e2e
-
-
-def wait_until(predicate: Callable[[], Any], what: str, timeout: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def isvc(name: str, uri: str = "s3://m/v1") -> dict[str, Any]:
@@ -82,14 +73,14 @@ def test_one_list_then_the_watch_keeps_the_cache(plane: ControlPlane, namespace:
     try:
         assert [o["metadata"]["name"] for o in objects.list()] == ["before"]
         custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, isvc("after"))
-        wait_until(lambda: objects.get(namespace, "after"), "the watch to add 'after'")
+        wait_for(lambda: objects.get(namespace, "after"), 20, "the watch to add 'after'")
         assert woken.is_set()
         written = objects.patch(namespace, "after", {"metadata": {"labels": {"v": "2"}}})
-        wait_until(lambda: (o := objects.get(namespace, "after")) is not None
-                   and o["metadata"]["resourceVersion"] == written["metadata"]["resourceVersion"],
-                   "our own write in the cache")
+        wait_for(lambda: (o := objects.get(namespace, "after")) is not None
+                 and o["metadata"]["resourceVersion"] == written["metadata"]["resourceVersion"],
+                 20, "our own write in the cache")
         custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "before")
-        wait_until(lambda: objects.get(namespace, "before") is None, "the delete")
+        wait_for(lambda: objects.get(namespace, "before") is None, 20, "the delete")
         for _ in range(50):            # fifty passes read the cache, none the API server
             assert [o["metadata"]["name"] for o in objects.list()] == ["after"]
         assert counting.lists == 1
@@ -117,7 +108,7 @@ def test_the_cache_serves_through_an_api_server_outage_and_catches_up(
         api = plane.cluster.admin_api_client()
         client.CustomObjectsApi(api).create_namespaced_custom_object(
             GROUP, VERSION, namespace, PLURAL, isvc("later"))
-        wait_until(lambda: objects.get(namespace, "later"), "the watch to resume", 30)
+        wait_for(lambda: objects.get(namespace, "later"), 30, "the watch to resume")
     finally:
         stop.set()
 
