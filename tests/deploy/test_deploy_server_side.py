@@ -240,6 +240,11 @@ def _calls_per_write(admin_api: kubernetes.client.ApiClient, namespace: str,
             COMMANDS: None}}})),
         ("create opted out with a command", lambda: create(_isvc(
             "opted-out", {COMMANDS: one}, {"rollwise.io/webhook": "disabled"}))),
+        # The canary guard is called only for objects that opted in (its match condition).
+        ("opt in", patch("plain", {"metadata": {"annotations": {
+            "rollwise.io/policy": "fast"}}})),
+        ("edit the spec of an opted-in model", patch("plain", {"spec": {"predictor": {
+            "model": {"storageUri": "s3://models/plain/v2"}}}})),
     ]
     calls = {}
     for what, write in writes:
@@ -254,12 +259,14 @@ def _calls_per_write(admin_api: kubernetes.client.ApiClient, namespace: str,
 CALLS_WHERE_SELECTED = {
     "create without annotations": [],
     "create with a command": ["/commands CREATE"],
-    "annotate something else": ["/mutate UPDATE"],
-    "edit the spec, commands unchanged": ["/mutate UPDATE"],
-    "add a command": ["/commands UPDATE", "/mutate UPDATE"],
-    "first annotation is a command": ["/commands UPDATE", "/mutate UPDATE"],
-    "drop the commands": ["/mutate UPDATE"],
+    "annotate something else": [],
+    "edit the spec, commands unchanged": [],
+    "add a command": ["/commands UPDATE"],
+    "first annotation is a command": ["/commands UPDATE"],
+    "drop the commands": [],
     "create opted out with a command": [],
+    "opt in": ["/mutate UPDATE"],
+    "edit the spec of an opted-in model": ["/mutate UPDATE"],
 }
 
 
