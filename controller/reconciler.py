@@ -189,12 +189,6 @@ class Reconciler:
                 self._reconcile, item, judgements.get(item.key), now))
             if state is not None:
                 phases[state.phase] = phases.get(state.phase, 0) + 1
-            if item.key not in self._failing and not item.commands and not item.bad_commands \
-                    and item.state_error is None and (state is None or state.phase.terminal):
-                # A write this pass changes the resourceVersion: the next pass reads it once
-                # more, and then it is quiet.
-                self._quiet[item.key] = (item.resource_version,
-                                         None if state is None else state.phase)
         for phase_gauge in Phase:
             self.telemetry.rollouts.labels(str(phase_gauge)).set(phases.get(phase_gauge, 0))
         self.telemetry.objects_failing.set(len(self._failing))
@@ -421,6 +415,11 @@ class Reconciler:
                         judgement=judgement, commands=item.commands, gate=gate,
                         router=item.router)
         if not self._changed(item, result, item.bad_commands):
+            if not item.commands and (result.state is None or result.state.phase.terminal):
+                # Nothing to do, and nothing will be until the object changes: quiet. (A
+                # write, or a write that met a 409, never gets here: read again next pass.)
+                self._quiet[item.key] = (item.resource_version,
+                                         None if result.state is None else result.state.phase)
             return result.state
         assert result.state is not None
         result = with_event_records(result)

@@ -322,6 +322,7 @@ class _KnativeCase:
 
     def edit_model(self, objects: FakeObjects, uri: str) -> None:
         objects.objects[self.key]["spec"]["predictor"]["model"]["storageUri"] = uri
+        _changed(objects.objects[self.key])
 
 
 class _StandardCase:
@@ -345,6 +346,7 @@ class _StandardCase:
 
     def edit_model(self, objects: FakeObjects, uri: str) -> None:
         objects.objects[self.key]["spec"]["predictor"]["model"]["storageUri"] = uri
+        _changed(objects.objects[self.key])
         self.sim.sync(objects)        # KServe rolls the stable Deployment at once
 
 
@@ -371,6 +373,12 @@ class _DeploymentCase:
         obj = objects.objects[self.key]
         obj["spec"]["template"] = template(uri)
         obj["spec"]["paused"] = False
+        _changed(obj)
+
+
+def _changed(obj: dict[str, Any]) -> None:
+    """A hand edit, as the API server stores it: a new resourceVersion."""
+    obj["metadata"]["resourceVersion"] = str(int(obj["metadata"]["resourceVersion"]) + 1)
 
 
 Case = _KnativeCase | _StandardCase | _DeploymentCase
